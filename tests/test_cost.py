@@ -1,0 +1,167 @@
+"""Cost cards: aggregation, the FlopCounterMode cross-check and the paper's MAC/s (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from emg2qwerty_ssm.cost import (
+    BlockCost,
+    card_metrics,
+    flop_counter_weight_macs,
+    format_card,
+    model_card,
+    summarize,
+)
+
+# ----------------------------------------------------------------------------- stand-in model
+# A small model with the EMGModel cost API (stride, input_rate_hz, cost()) whose layers are
+# chosen so that every kind of cost entry occurs: pooling (other), Linear and strided Conv1d
+# (weight), a diagonal recurrence (recurrent + state) and an event-weighted layer.
+
+
+class _PoolLinear(nn.Module):
+    """(T, N, 4) at rate r -> mean-pool 2 -> Linear(4, 6): (T // 2, N, 6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0] // 2 * 2
+        x = x[:t].reshape(t // 2, 2, *x.shape[1:]).mean(1)
+        return self.lin(x)
+
+    def cost(self, rate: float) -> list[BlockCost]:
+        return [
+            BlockCost("encoder.pool", "pool", 0, rate, rate / 2, other_ops_per_s=4 * rate),
+            BlockCost(
+                "encoder.lin", "linear", 30, rate / 2, rate / 2, weight_macs_per_s=24 * rate / 2
+            ),
+        ]
+
+
+class _Conv(nn.Module):
+    """(T, N, 6) -> Conv1d(6, 5, k=3, s=3): (T // 3, N, 5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(6, 5, 3, stride=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.permute(1, 2, 0)).permute(2, 0, 1)
+
+    def cost(self, rate: float) -> list[BlockCost]:
+        return [
+            BlockCost("frontend.conv", "conv", 95, rate, rate / 3, weight_macs_per_s=90 * rate / 3)
+        ]
+
+
+class _Recurrent(nn.Module):
+    """Diagonal recurrence h_t = a*h_{t-1} + x_t (5 channels) then an event-gated Linear(5, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.full((5,), 0.5))
+        self.out = nn.Linear(5, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, ys = torch.zeros_like(x[0]), []
+        for x_t in x:
+            h = self.a * h + x_t
+            ys.append(h)
+        return self.out(torch.stack(ys))
+
+    def cost(self, rate: float) -> list[BlockCost]:
+        return [
+            BlockCost(
+                "backbone.rec", "ssm", 5, rate, rate, recurrent_macs_per_s=5 * rate, state_size=5
+            ),
+            BlockCost(
+                "backbone.out",
+                "linear",
+                15,
+                rate,
+                rate,
+                weight_macs_per_s=15 * rate,
+                event_macs_per_s=0.25 * 15 * rate,
+            ),
+        ]
+
+
+class StandIn(nn.Module):
+    input_rate_hz = 600.0
+    stride = 6
+    name = "stand_in"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder, self.frontend, self.backbone = _PoolLinear(), _Conv(), _Recurrent()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.frontend(self.encoder(x)))
+
+    def cost(self, input_rate_hz: float | None = None) -> list[BlockCost]:
+        rate = input_rate_hz or self.input_rate_hz
+        return [
+            *self.encoder.cost(rate),
+            *self.frontend.cost(rate / 2),
+            *self.backbone.cost(rate / 6),
+        ]
+
+
+def test_card_totals_stages_and_memory() -> None:
+    card = model_card(StandIn())
+    r = 600.0
+    weight = 24 * r / 2 + 90 * r / 6 + 15 * r / 6
+    assert card["weight_macs_per_second"] == pytest.approx(weight)
+    assert card["recurrent_macs_per_second"] == pytest.approx(5 * r / 6)
+    assert card["macs_per_second"] == pytest.approx(weight + 5 * r / 6)
+    assert card["event_macs_per_second"] == pytest.approx(weight + 5 * r / 6 - 0.75 * 15 * r / 6)
+    assert card["other_ops_per_second"] == pytest.approx(4 * r)
+    params = sum(p.numel() for p in StandIn().parameters())
+    assert card["params"] == card["params_from_blocks"] == params == 145
+    assert card["weight_bytes_fp32"] == 4 * params and card["weight_bytes_int8"] == params
+    assert card["state_size"] == 5 and card["state_bytes_fp32"] == 20
+    assert card["output_rate_hz"] == pytest.approx(100.0)
+    assert card["latency_s"] == pytest.approx(0.01)  # causal: one 6-sample frame at 600 Hz
+    assert [s["name"] for s in card["stages"]] == ["encoder", "frontend", "backbone"]
+    assert sum(s["macs_per_second"] for s in card["stages"]) == pytest.approx(
+        card["macs_per_second"]
+    )
+    assert card["stages"][1]["params"] == 95 and card["stages"][1]["output_rate_hz"] == 100
+    assert "event_macs_per_second" not in card["stages"][0]  # dense stage
+    metrics = card_metrics(card)
+    assert metrics["cost/macs_per_second"] == card["macs_per_second"]
+    assert all(isinstance(v, float) for v in metrics.values())
+    json.dumps(card)  # the card is what results.json stores
+
+
+def test_flop_counter_agrees_with_weight_macs_of_stand_in() -> None:
+    model = StandIn()
+    x = torch.randn(600 * 4, 2, 4)  # 4 s, divisible by the model stride
+    measured = flop_counter_weight_macs(model, x, input_rate_hz=600.0)
+    assert measured["total"] == pytest.approx(
+        model_card(model)["weight_macs_per_second"], rel=1e-12
+    )
+    assert measured["aten.convolution"] == pytest.approx(90 * 100)
+
+
+def test_dense_model_has_no_event_entry_and_table_prints() -> None:
+    blocks = [BlockCost("a.x", "linear", 3, 10, 10, weight_macs_per_s=30.0)]
+    card = summarize(blocks, 10.0, stride=1, name="tiny")
+    assert "event_macs_per_second" not in card
+    text = format_card(card)
+    assert "tiny" in text and "core MAC/s (weight + recurrent): 30.0" in text
+    assert "total" in format_card(card, blocks=True)
+
+
+def test_bad_block_costs_are_named() -> None:
+    bad = BlockCost("frontend.gru", "gru", 10, 500, 500, weight_macs_per_s=float("nan"))
+    with pytest.raises(ValueError, match="frontend.gru"):
+        summarize([bad], 500.0)
+    with pytest.raises(ValueError, match="empty"):
+        summarize([], 500.0)
