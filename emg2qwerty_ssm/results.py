@@ -1,0 +1,142 @@
+"""``results.json``: the one file every run leaves in its run directory.
+
+Sweeps, Optuna and the Pareto tool read these files, so the layout is a shared interface
+(see docs/training.md). Required keys: ``model``, ``params``, ``macs_per_second``, ``decoder``,
+``user``, ``metrics`` (``{"<split>/<protocol>/<decoder>": {"CER", "IER", "DER", "SER"}}``), the
+flat ``CER`` (test split, paper protocol), ``checkpoint``, ``config_hash``, ``git_commit``,
+``wall_time_s`` and ``config`` (the resolved config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RESULTS_FILE = "results.json"
+REQUIRED_KEYS = (
+    "model",
+    "params",
+    "macs_per_second",
+    "decoder",
+    "user",
+    "metrics",
+    "CER",
+    "checkpoint",
+    "config_hash",
+    "git_commit",
+    "wall_time_s",
+    "config",
+)
+#: config keys that say where/how a run executes, not what it computes; left out of the hash
+_HASH_EXCLUDED = ("run_dir", "hydra", "trainer", "logger", "cluster", "num_workers", "resume")
+
+
+def metric_key(split: str, protocol: str, decoder: str) -> str:
+    """The ``metrics`` key of one evaluation, e.g. ``test/paper/greedy``."""
+    return f"{split}/{protocol}/{decoder}"
+
+
+def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        # Unresolvable interpolations (hydra:... outside a Hydra run) stay as their text.
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        except Exception:  # noqa: BLE001 - fall back to the unresolved form, still JSON-able
+            return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
+    """A short, stable hash of what a run computes (paths, devices and loggers excluded)."""
+    plain = {k: v for k, v in _plain(cfg).items() if k not in _HASH_EXCLUDED}
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit(repo_dir: str | Path | None = None) -> str | None:
+    """HEAD of the checkout the code runs from (``+dirty`` when tracked files changed)."""
+    repo = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/Inf are not JSON; write them as null so any JSON reader can load the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
+    """Write ``run_dir/results.json`` atomically (temporary file + ``os.replace``).
+
+    A reader never sees a half-written file, even if the run is killed while writing.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"results are missing required keys {missing}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RESULTS_FILE
+    text = json.dumps(_json_safe(results), indent=2, sort_keys=False, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json.tmp", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Load a ``results.json`` (or the one inside a run directory) and check its keys."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RESULTS_FILE} at {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks required keys {missing}")
+    return data
