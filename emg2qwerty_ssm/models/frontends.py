@@ -1,0 +1,113 @@
+"""High-frequency front-ends (the paper's "HF feature extractors"): identity and temporal conv.
+
+Front-ends take ``(T, N, in_features)`` at the encoder rate (500 Hz for the paper's models)
+and reduce it to the backbone rate. GRU / EGRU front-ends live in ``recurrent.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models.base import State, StreamingModule
+
+
+class IdentityFrontend(StreamingModule):
+    """No front-end: ``(T, N, C) -> (T, N, C)``, stride 1."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.in_features = self.out_features = in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_stream(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        return x, None
+
+    def cost(self, input_rate_hz: float) -> list[BlockCost]:
+        return []
+
+
+class TemporalConvFrontend(StreamingModule):
+    """Strided temporal convolutions: ``[Conv1d(k = s) → BatchNorm1d → GELU]`` per layer.
+
+    ``(T, N, in_features) -> (T // prod(strides), N, out_channels[-1])``. Every kernel equals
+    its stride (no padding), so output frame k sees exactly input frames
+    ``[k·R, (k+1)·R)``: the stage is block-local and streams with the base class's buffer.
+    ``layers`` keeps the seed's module indices (conv 0, BN 1, GELU 2, conv 3, ...).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_channels: Sequence[int] = (96, 192, 150),
+        strides: Sequence[int] = (4, 3, 2),
+        kernel_sizes: Sequence[int] | None = None,
+        norm: str = "batchnorm",
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        kernel_sizes = list(kernel_sizes) if kernel_sizes is not None else list(strides)
+        if not (len(out_channels) == len(strides) == len(kernel_sizes)) or not out_channels:
+            raise ValueError(
+                f"frontend.out_channels {list(out_channels)}, strides {list(strides)} and "
+                f"kernel_sizes {kernel_sizes} must be non-empty lists of the same length"
+            )
+        if list(kernel_sizes) != list(strides):
+            raise ValueError(
+                f"frontend.kernel_sizes {kernel_sizes} must equal strides {list(strides)}: "
+                "only kernel = stride convolutions are block-local (causal, streamable)"
+            )
+        if norm not in ("batchnorm", "none"):
+            raise ValueError(f"frontend.norm must be 'batchnorm' or 'none', got {norm!r}")
+        if activation != "gelu":
+            raise ValueError(f"frontend.activation must be 'gelu', got {activation!r}")
+        layers: list[nn.Module] = []
+        sizes = [in_features, *out_channels]
+        for c_in, c_out, s in zip(sizes, sizes[1:], strides, strict=False):
+            layers.append(nn.Conv1d(c_in, c_out, kernel_size=s, stride=s))
+            layers.append(nn.BatchNorm1d(c_out) if norm == "batchnorm" else nn.Identity())
+            layers.append(nn.GELU())
+        self.layers = nn.Sequential(*layers)
+        self.strides = list(strides)
+        self.stride = math.prod(self.strides)
+        self.in_features, self.out_features = in_features, sizes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0] // self.stride * self.stride  # Conv1d would drop the remainder anyway
+        if t == 0:  # Conv1d rejects inputs shorter than its kernel
+            return x.new_zeros(0, x.shape[1], self.out_features)
+        return self.layers(x[:t].permute(1, 2, 0)).permute(2, 0, 1)
+
+    def cost(self, input_rate_hz: float) -> list[BlockCost]:
+        costs, rate = [], input_rate_hz
+        for i in range(0, len(self.layers), 3):
+            conv, norm = self.layers[i], self.layers[i + 1]
+            out_rate = rate / conv.stride[0]
+            macs = conv.in_channels * conv.out_channels * conv.kernel_size[0] * out_rate
+            costs.append(
+                BlockCost(
+                    f"layers.{i}",
+                    "conv",
+                    _params(conv),
+                    rate,
+                    out_rate,
+                    weight_macs_per_s=macs,
+                    state_size=(conv.stride[0] - 1) * conv.in_channels,
+                )
+            )
+            if _params(norm):  # BatchNorm folds into the conv: parameters but no MACs
+                costs.append(
+                    BlockCost(f"layers.{i + 1}", "norm", _params(norm), out_rate, out_rate)
+                )
+            rate = out_rate
+        return costs
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
