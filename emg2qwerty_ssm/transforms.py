@@ -33,6 +33,20 @@ __all__ = [
 ]
 
 
+def _as_object(value: Any) -> Any:
+    """Undo OmegaConf's conversion of nested transforms into configs.
+
+    With Hydra's default ``_convert_="none"``, instantiated dataclass transforms that are
+    passed on inside a list or as an argument come back as DictConfig/ListConfig copies of
+    their fields; ``OmegaConf.to_object`` turns them back into the dataclass instances.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_object(value)
+    return value
+
+
 @dataclass
 class ToTensor:
     """Structured numpy rows -> tensor: stacks ``fields`` on a new dimension ``stack_dim``.
@@ -69,6 +83,9 @@ class ForEach:
     transform: Callable[[torch.Tensor], torch.Tensor]
     batch_dim: int = 0
 
+    def __post_init__(self) -> None:
+        self.transform = _as_object(self.transform)
+
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         return torch.stack(
             [self.transform(t) for t in tensor.unbind(self.batch_dim)], dim=self.batch_dim
@@ -80,6 +97,9 @@ class Compose:
     """Applies ``transforms`` in order."""
 
     transforms: Sequence[Callable[[Any], Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.transforms = [_as_object(t) for t in _as_object(self.transforms)]
 
     def __call__(self, data: Any) -> Any:
         for transform in self.transforms:
