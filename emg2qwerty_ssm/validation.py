@@ -1,0 +1,396 @@
+"""Dataset checks that report every problem at once, before any training starts.
+
+Each check returns a list of messages (empty = fine); every message starts with the file it is
+about. :class:`DatasetError` carries such a list. Only h5py/numpy/yaml are imported so the
+command-line validator starts quickly.
+
+- :func:`validate_session` (path, full=False): the file opens as HDF5; group ``emg2qwerty``,
+  compound dataset ``timeseries`` with ``emg_left``/``emg_right`` (16,) float32 and ``time``
+  float64; the group attributes ``session_name``, ``user``, ``condition``, ``duration_mins``,
+  ``keystrokes``, ``prompts``; the keystroke and prompt JSON items. ``full=True`` also reads
+  all rows: NaN/Inf EMG, non-finite or decreasing ``time``.
+- :func:`validate_split` (root, split): the root exists, the split is well formed, every
+  session it names exists, and each passes ``validate_session(full=False)``.
+- :func:`validate_root` (root, split=None, full=False): a whole root (every ``*.hdf5``, or just
+  the split's sessions), plus ``metadata.csv`` when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "DatasetError",
+    "check_split",
+    "main",
+    "validate_root",
+    "validate_session",
+    "validate_split",
+]
+
+GROUP = "emg2qwerty"
+TIMESERIES = "timeseries"
+EMG_FIELDS = ("emg_left", "emg_right")
+NUM_CHANNELS = 16
+REQUIRED_ATTRS = ("session_name", "user", "condition", "duration_mins", "keystrokes", "prompts")
+SPLIT_NAMES = ("train", "val", "test")
+METADATA_COLUMNS = ("user", "session", "duration_mins", "num_keystrokes", "num_prompts")
+# Rows per read when scanning a whole session (~17 MB of the 136-byte rows).
+_SCAN_ROWS = 1 << 17
+
+
+class DatasetError(ValueError):
+    """One or more dataset problems; ``problems`` lists them, one message per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        super().__init__(
+            f"{n} dataset problem{'s' * (n != 1)}:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_events(path: Path, name: str, raw: Any, item_fields: dict[str, str]) -> list[str]:
+    """Checks a JSON list attribute of dicts (keystrokes or prompts)."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        return [f"{path}: attribute '{name}' should be a JSON string, got {type(raw).__name__}"]
+    try:
+        events = json.loads(raw)
+    except ValueError as e:
+        return [f"{path}: attribute '{name}' is not valid JSON ({e})"]
+    if not isinstance(events, list):
+        return [f"{path}: attribute '{name}' should be a JSON list, got {type(events).__name__}"]
+    problems = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            problems.append(f"{path}: {name}[{i}] should be an object, got {ev!r:.60}")
+            continue
+        for key, kind in item_fields.items():
+            if key not in ev:
+                problems.append(f"{path}: {name}[{i}] has no '{key}' ({ev!r:.80})")
+            elif kind == "number" and not _is_number(ev[key]):
+                problems.append(
+                    f"{path}: {name}[{i}].{key} should be a finite number, got {ev[key]!r}"
+                )
+            elif kind == "str" and not isinstance(ev[key], str):
+                problems.append(f"{path}: {name}[{i}].{key} should be a string, got {ev[key]!r}")
+            elif kind == "payload" and not (
+                ev[key] is None
+                or (isinstance(ev[key], dict) and isinstance(ev[key].get("text"), str))
+            ):
+                problems.append(
+                    f"{path}: {name}[{i}].payload should be null or an object with a "
+                    f"'text' string, got {ev[key]!r:.80}"
+                )
+        if len(problems) >= 20:
+            problems.append(f"{path}: {name}: further items not checked")
+            break
+    return problems
+
+
+def _check_timeseries(path: Path, ts: Any, full: bool) -> list[str]:
+    where = f"/{GROUP}/{TIMESERIES}"
+    if not isinstance(ts, h5py.Dataset):
+        return [f"{path}: missing dataset '{where}'"]
+    fields = ts.dtype.fields
+    if fields is None:
+        return [
+            f"{path}: '{where}' has dtype {ts.dtype}, expected a compound dtype with fields "
+            "emg_left, emg_right, time"
+        ]
+    problems = []
+    if ts.ndim != 1:
+        problems.append(f"{path}: '{where}' should be 1-D, has shape {ts.shape}")
+    elif ts.shape[0] == 0:
+        problems.append(f"{path}: '{where}' is empty (0 samples)")
+    for name in EMG_FIELDS:
+        if name not in fields:
+            problems.append(f"{path}: '{where}' has no field '{name}' (fields: {list(fields)})")
+            continue
+        sub = fields[name][0]
+        if sub.shape != (NUM_CHANNELS,):
+            problems.append(
+                f"{path}: field '{name}' has {sub.shape[0] if sub.shape else 1} channels "
+                f"(shape {sub.shape}), expected {NUM_CHANNELS}"
+            )
+        if sub.base != np.float32:
+            problems.append(f"{path}: field '{name}' has dtype {sub.base}, expected float32")
+    if "time" not in fields:
+        problems.append(f"{path}: '{where}' has no field 'time' (fields: {list(fields)})")
+    elif fields["time"][0] != np.float64:
+        problems.append(f"{path}: field 'time' has dtype {fields['time'][0]}, expected float64")
+    if full and not problems:
+        problems += _scan_rows(path, ts)
+    return problems
+
+
+def _scan_rows(path: Path, ts: h5py.Dataset) -> list[str]:
+    """Reads every row: EMG must be finite, time finite and non-decreasing."""
+    problems = []
+    bad_emg = {name: 0 for name in EMG_FIELDS}
+    first_bad_emg: dict[str, int] = {}
+    bad_time = 0
+    first_decrease = None
+    n_decrease = 0
+    prev_last = -np.inf
+    for start in range(0, len(ts), _SCAN_ROWS):
+        rows = ts[start : start + _SCAN_ROWS]
+        for name in EMG_FIELDS:
+            nonfinite = ~np.isfinite(rows[name]).all(axis=1)
+            count = int(nonfinite.sum())
+            if count:
+                bad_emg[name] += count
+                first_bad_emg.setdefault(name, start + int(np.argmax(nonfinite)))
+        t = rows["time"]
+        finite = np.isfinite(t)
+        bad_time += int((~finite).sum())
+        steps = np.diff(np.concatenate([[prev_last], t]))
+        decreasing = steps < 0
+        if decreasing.any():
+            n_decrease += int(decreasing.sum())
+            if first_decrease is None:
+                first_decrease = start + int(np.argmax(decreasing))
+        prev_last = t[-1]
+    for name in EMG_FIELDS:
+        if bad_emg[name]:
+            problems.append(
+                f"{path}: field '{name}' has NaN/Inf values in {bad_emg[name]} rows "
+                f"(first at row {first_bad_emg[name]})"
+            )
+    if bad_time:
+        problems.append(f"{path}: field 'time' has {bad_time} NaN/Inf values")
+    if first_decrease is not None:
+        problems.append(
+            f"{path}: field 'time' is not monotonic: it decreases at {n_decrease} rows "
+            f"(first at row {first_decrease})"
+        )
+    return problems
+
+
+def validate_session(path: str | os.PathLike[str], full: bool = False) -> list[str]:
+    """Problems with one session file (empty list = fine).
+
+    Cheap by default (HDF5 header, attributes, keystroke/prompt JSON); ``full=True`` also
+    reads every row to find NaN/Inf EMG and non-monotonic time.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [f"{path}: session file does not exist"]
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        return [f"{path}: not a readable HDF5 file ({e})"]
+    with f:
+        group = f.get(GROUP)
+        if not isinstance(group, h5py.Group):
+            return [f"{path}: missing group '/{GROUP}'"]
+        problems = _check_timeseries(path, group.get(TIMESERIES), full)
+        attrs = group.attrs
+        for name in REQUIRED_ATTRS:
+            if name not in attrs:
+                problems.append(f"{path}: group '/{GROUP}' has no attribute '{name}'")
+        if "condition" in attrs and not isinstance(attrs["condition"], str):
+            problems.append(
+                f"{path}: attribute 'condition' should be a string, got {attrs['condition']!r}"
+            )
+        if "duration_mins" in attrs:
+            dur = attrs["duration_mins"]
+            if not (np.isscalar(dur) and np.issubdtype(np.asarray(dur).dtype, np.number)):
+                problems.append(
+                    f"{path}: attribute 'duration_mins' should be a number, got {dur!r}"
+                )
+        if "keystrokes" in attrs:
+            problems += _check_events(
+                path,
+                "keystrokes",
+                attrs["keystrokes"],
+                {"key": "str", "start": "number", "end": "number"},
+            )
+        if "prompts" in attrs:
+            problems += _check_events(
+                path,
+                "prompts",
+                attrs["prompts"],
+                {"name": "str", "start": "number", "end": "number", "payload": "payload"},
+            )
+    return problems
+
+
+def _split_entries(split: Any, where: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(split name, session) pairs of a split mapping, plus structure problems."""
+    if not isinstance(split, Mapping):
+        return [], [
+            f"{where}: a split must be a mapping with train/val/test lists, "
+            f"got {type(split).__name__}"
+        ]
+    entries, problems = [], []
+    if not any(k in split for k in SPLIT_NAMES):
+        problems.append(f"{where}: split has none of the keys train/val/test (keys: {list(split)})")
+    for name in SPLIT_NAMES:
+        items = split.get(name) or []
+        if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+            problems.append(
+                f"{where}: '{name}' should be a list of {{user, session}}, got {items!r:.60}"
+            )
+            continue
+        for i, item in enumerate(items):
+            session = item.get("session") if isinstance(item, Mapping) else None
+            if not isinstance(session, str) or not session:
+                problems.append(
+                    f"{where}: {name}[{i}] should be {{user: int, session: str}}, got {item!r:.80}"
+                )
+            else:
+                entries.append((name, session))
+    return entries, problems
+
+
+def validate_split(
+    root: str | os.PathLike[str],
+    split: Mapping[str, Any],
+    full: bool = False,
+    split_source: str | None = None,
+) -> list[str]:
+    """Problems with a split over ``root``: the root, the split's structure, every session.
+
+    Args:
+        split: ``{train, val, test}`` lists of ``{user, session}`` (a dict or DictConfig).
+        full: pass ``full=True`` to :func:`validate_session` (reads every row).
+        split_source: how to name the split in messages (e.g. its file).
+    """
+    root = Path(root)
+    where = split_source or "split"
+    if not root.is_dir():
+        return [f"{root}: dataset root does not exist or is not a directory"]
+    entries, problems = _split_entries(split, where)
+    seen: set[str] = set()
+    for name, session in entries:
+        if session in seen:
+            continue
+        seen.add(session)
+        path = root / f"{session}.hdf5"
+        if not path.exists():
+            problems.append(f"{path}: session file does not exist (named in {where} '{name}')")
+        else:
+            problems += validate_session(path, full=full)
+    return problems
+
+
+def _validate_metadata(root: Path, sessions_on_disk: Iterable[str]) -> list[str]:
+    path = root / "metadata.csv"
+    if not path.is_file():
+        return []
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype={"session": str})
+    except Exception as e:  # pandas raises several parser error types
+        return [f"{path}: cannot be parsed as CSV ({e})"]
+    missing = [c for c in METADATA_COLUMNS if c not in df.columns]
+    if missing:
+        return [f"{path}: missing columns {missing} (has {list(df.columns)})"]
+    problems = []
+    on_disk = set(sessions_on_disk)
+    absent = [s for s in df["session"] if s not in on_disk]
+    if absent:
+        shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
+        problems.append(f"{path}: {len(absent)} listed sessions have no file in {root}: {shown}")
+    return problems
+
+
+def validate_root(
+    root: str | os.PathLike[str],
+    split: Mapping[str, Any] | None = None,
+    full: bool = False,
+    split_source: str | None = None,
+) -> list[str]:
+    """Problems with a dataset root: every ``*.hdf5`` (or the split's sessions) and metadata.csv."""
+    root = Path(root)
+    if not root.is_dir():
+        return [f"{root}: dataset root does not exist or is not a directory"]
+    on_disk = sorted(p.stem for p in root.glob("*.hdf5"))
+    problems = _validate_metadata(root, on_disk)
+    if split is not None:
+        return problems + validate_split(root, split, full=full, split_source=split_source)
+    if not on_disk:
+        problems.append(f"{root}: no session files (*.hdf5) in the dataset root")
+    for stem in on_disk:
+        problems += validate_session(root / f"{stem}.hdf5", full=full)
+    return problems
+
+
+def check_split(root: str | os.PathLike[str], split: Mapping[str, Any], full: bool = False) -> None:
+    """Raises :class:`DatasetError` listing every problem of ``validate_split``."""
+    problems = validate_split(root, split, full=full)
+    if problems:
+        raise DatasetError(problems)
+
+
+def _load_split_file(path: Path, root: Path) -> tuple[Any, list[str]]:
+    """A split yaml in either format; a conf/user file that only points to a ``split_file``
+    (the synthetic configs: ``${dataset.root}/splits/<name>.yaml``) is followed."""
+    import yaml
+
+    if not path.is_file():
+        return None, [f"{path}: split file does not exist"]
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        return None, [f"{path}: not valid YAML ({e})"]
+    if isinstance(data, Mapping) and isinstance(data.get("dataset"), Mapping):
+        dataset = data["dataset"]
+        if not any(k in dataset for k in SPLIT_NAMES) and isinstance(
+            dataset.get("split_file"), str
+        ):
+            target = dataset["split_file"].replace("${dataset.root}", str(root))
+            return _load_split_file(Path(target), root)
+        data = dataset
+    return data, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="validate_dataset.py",
+        description="Check an emg2qwerty-format dataset root and report every problem.",
+    )
+    ap.add_argument("--root", required=True, type=Path, help="dataset root (holds <session>.hdf5)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--split", type=Path, help="a conf/user/<name>.yaml split config")
+    group.add_argument(
+        "--split-file", type=Path, help="a split yaml such as <root>/splits/<name>.yaml"
+    )
+    ap.add_argument(
+        "--full", action="store_true", help="also read every row (NaN/Inf, monotonic time)"
+    )
+    args = ap.parse_args(argv)
+
+    split_path = args.split or args.split_file
+    split: Any = None
+    problems: list[str] = []
+    if split_path is not None:
+        split, problems = _load_split_file(split_path, args.root)
+    if not problems:
+        problems = validate_root(
+            args.root, split, full=args.full, split_source=str(split_path or "")
+        )
+    if problems:
+        print(DatasetError(problems), file=sys.stderr)
+        return 1
+    scope = f"split {split_path}" if split_path else "all sessions"
+    print(f"{args.root}: OK ({scope}{', full scan' if args.full else ''})")
+    return 0
