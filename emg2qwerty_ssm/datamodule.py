@@ -1,0 +1,237 @@
+"""Windows, batches and the paper's curriculum for training and evaluation (SPEC.md §5.6, §5.8).
+
+Loaders (all batches are ``WindowedEMGDataset.collate`` dicts, inputs ``(T, N, ...)``):
+
+- train: ``window_length`` windows with ``padding`` context, jitter, shuffled; on curriculum
+  epochs (``(epoch + 1) % every == 0``) windows ``factor`` times longer with a smaller batch.
+  Lightning re-asks for the train loader every epoch, so the switch happens in the same epoch
+  and survives resuming (it depends only on ``trainer.current_epoch``).
+- val: ``val`` (4 s windows, ``val/CER``) and ``val_continuous`` (80 s chunks, the paper's test
+  protocol on the val split, ``val_continuous/CER``).
+- evaluation (:meth:`EMGDataModule.eval_dataloader`), per split and protocol:
+  ``paper`` = ``chunk_length`` windows with padding, stride = chunk, no jitter, tail dropped;
+  ``session`` = emg2qwerty's whole-session protocol (one window per session, batch 1).
+  A session shorter than one chunk is evaluated as a single shorter window (the whole
+  session) instead of failing; the count of such sessions is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from emg2qwerty_ssm.data import SessionTooShortError, WindowedEMGDataset, session_path
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[Any], torch.Tensor]
+PROTOCOLS = ("paper", "session")
+SPLITS = ("train", "val", "test")
+
+
+class EMGDataModule(pl.LightningDataModule):
+    """Datasets and loaders of one split (``{train, val, test}`` lists of ``{user, session}``).
+
+    Args:
+        root: dataset directory; session files are ``root / (session + ".hdf5")``.
+        split: the split mapping.
+        window_length, padding: training / validation windows (raw samples).
+        batch_size, num_workers: training / 4 s validation loaders.
+        train_transform, val_transform, test_transform: callables on the structured rows.
+        long_every, long_factor, long_batch_size: the "train on longer windows" curriculum;
+            ``long_every = 0`` turns it off.
+        val_continuous_window, val_continuous_batch_size: the ``val_continuous`` loader.
+        chunk_length, eval_batch_size: the paper-protocol evaluation loaders.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Mapping[str, Sequence[Mapping[str, Any]]],
+        window_length: int = 8000,
+        padding: Sequence[int] = (1800, 200),
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_transform: Transform | None = None,
+        val_transform: Transform | None = None,
+        test_transform: Transform | None = None,
+        long_every: int = 10,
+        long_factor: int = 8,
+        long_batch_size: int = 4,
+        val_continuous_window: int = 160_000,
+        val_continuous_batch_size: int = 4,
+        chunk_length: int = 160_000,
+        eval_batch_size: int = 4,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.split = {k: list(split.get(k) or []) for k in SPLITS}
+        self.window_length = int(window_length)
+        self.padding = (int(padding[0]), int(padding[1]))
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.train_transform = train_transform
+        self.val_transform = val_transform
+        self.test_transform = test_transform
+        self.long_every = int(long_every or 0)
+        self.long_factor = int(long_factor)
+        self.long_batch_size = int(long_batch_size)
+        self.val_continuous_window = int(val_continuous_window)
+        self.val_continuous_batch_size = int(val_continuous_batch_size)
+        self.chunk_length = int(chunk_length)
+        self.eval_batch_size = int(eval_batch_size)
+        self._datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------------ datasets
+    def sessions(self, split: str) -> list[Path]:
+        """Session files of one split, in split order."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return [session_path(self.root, str(s["session"])) for s in self.split[split]]
+
+    def _windows(self, split: str, window: int, jitter: bool, transform: Any) -> Dataset:
+        paths = self.sessions(split)
+        parts = [
+            WindowedEMGDataset(
+                p,
+                window_length=window,
+                padding=self.padding,
+                jitter=jitter,
+                transform=transform,
+                skip_if_too_short=True,
+            )
+            for p in paths
+        ]
+        return ConcatDataset(parts) if parts else _Empty()
+
+    def _chunks(self, split: str, transform: Any) -> Dataset:
+        """Paper protocol: whole chunks; a session shorter than a chunk becomes one window."""
+        parts, short = [], 0
+        for p in self.sessions(split):
+            try:
+                parts.append(
+                    WindowedEMGDataset(
+                        p, self.chunk_length_for(split), padding=self.padding, transform=transform
+                    )
+                )
+            except SessionTooShortError:
+                short += 1
+                parts.append(WindowedEMGDataset(p, None, padding=self.padding, transform=transform))
+        if short:
+            log.info(
+                "%s: %d of %d sessions are shorter than a %d-sample chunk; each is evaluated as "
+                "one window covering the whole session",
+                split,
+                short,
+                len(parts),
+                self.chunk_length_for(split),
+            )
+        return ConcatDataset(parts) if parts else _Empty()
+
+    def _whole_sessions(self, split: str, transform: Any) -> Dataset:
+        parts = [WindowedEMGDataset(p, None, transform=transform) for p in self.sessions(split)]
+        return ConcatDataset(parts) if parts else _Empty()
+
+    def chunk_length_for(self, split: str) -> int:
+        return self.val_continuous_window if split == "val" else self.chunk_length
+
+    def dataset(self, name: str) -> Dataset:
+        """Build (once) and return a named dataset.
+
+        Names: ``train``, ``train_long``, ``val``, ``val_continuous`` and
+        ``<split>/<protocol>`` for evaluation (``test/paper``, ``val/session``, ...).
+        """
+        if name not in self._datasets:
+            self._datasets[name] = self._build(name)
+        return self._datasets[name]
+
+    def _build(self, name: str) -> Dataset:
+        if name == "train":
+            ds = self._windows("train", self.window_length, True, self.train_transform)
+            if len(ds) == 0:
+                raise ValueError(
+                    f"no training windows: every train session under {self.root} is shorter "
+                    f"than datamodule.window_length={self.window_length} samples"
+                )
+            return ds
+        if name == "train_long":
+            long = self.window_length * self.long_factor
+            ds = self._windows("train", long, True, self.train_transform)
+            if len(ds) == 0:
+                log.warning(
+                    "no train session is %d samples long; curriculum epochs use the normal windows",
+                    long,
+                )
+                return self.dataset("train")
+            return ds
+        if name == "val":
+            return self._windows("val", self.window_length, False, self.val_transform)
+        if name == "val_continuous":
+            return self._chunks("val", self.val_transform)
+        split, _, protocol = name.partition("/")
+        if split in SPLITS and protocol in PROTOCOLS:
+            transform = self.test_transform if split == "test" else self.val_transform
+            if protocol == "paper":
+                return self._chunks(split, transform)
+            return self._whole_sessions(split, transform)
+        raise ValueError(f"unknown dataset {name!r}")
+
+    # ------------------------------------------------------------------ curriculum
+    def uses_long_windows(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) is a curriculum epoch (SPEC.md §5.6: 9, 19, 29, ...)."""
+        return self.long_every > 0 and (epoch + 1) % self.long_every == 0
+
+    def _current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.current_epoch) if trainer is not None else 0
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=WindowedEMGDataset.collate,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.uses_long_windows(self._current_epoch()):
+            return self._loader(self.dataset("train_long"), self.long_batch_size, shuffle=True)
+        return self._loader(self.dataset("train"), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [
+            self._loader(self.dataset("val"), self.batch_size, shuffle=False),
+            self._loader(
+                self.dataset("val_continuous"), self.val_continuous_batch_size, shuffle=False
+            ),
+        ]
+
+    def eval_dataloader(self, split: str, protocol: str) -> DataLoader:
+        """Final-evaluation loader for ``split`` under ``protocol`` ("paper" | "session")."""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown evaluation protocol {protocol!r}; expected {PROTOCOLS}")
+        batch = self.eval_batch_size if protocol == "paper" else 1
+        return self._loader(self.dataset(f"{split}/{protocol}"), batch, shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.eval_dataloader("test", p) for p in PROTOCOLS]
+
+
+class _Empty(Dataset):
+    """A split with no sessions (e.g. an empty val list): a loader over nothing."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, idx: int) -> Any:
+        raise IndexError(idx)

@@ -1,0 +1,45 @@
+"""Final evaluation: a model, a decoder and a loader -> CER/IER/DER/SER.
+
+A plain loop rather than ``Trainer.test``: it runs on one process whatever strategy trained the
+model (no DistributedSampler padding duplicates into the test set), and the protocol a
+number comes from is explicit in the loader (see :mod:`emg2qwerty_ssm.datamodule`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from emg2qwerty_ssm.lightning_module import compute_cer, decode_and_score
+
+
+@torch.no_grad()
+def evaluate_loader(
+    model: torch.nn.Module,
+    loader: Iterable[Mapping[str, torch.Tensor]],
+    decoder: Any,
+    device: torch.device | str = "cpu",
+) -> dict[str, float] | None:
+    """Decode every batch of ``loader`` with ``model`` in eval mode; micro-averaged CERs.
+
+    Batches are ``WindowedEMGDataset.collate`` dicts (inputs ``(T, N, ...)``). Each window is
+    a separate forward pass, i.e. starts from zero recurrent state. Returns None when the
+    loader holds no target characters.
+    """
+    from emg2qwerty_ssm.metrics import CharacterErrorRates
+
+    was_training = model.training
+    model.eval()
+    metric = CharacterErrorRates()
+    try:
+        for batch in loader:
+            emissions = model(batch["inputs"].to(device))  # (T', N, 99)
+            lengths = model.emission_lengths(batch["input_lengths"]).clamp(max=emissions.shape[0])
+            decode_and_score(
+                decoder, metric, emissions, lengths, batch["targets"], batch["target_lengths"]
+            )
+    finally:
+        model.train(was_training)
+    return compute_cer(metric)

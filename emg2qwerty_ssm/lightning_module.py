@@ -1,0 +1,284 @@
+"""The Lightning module: CTC training of an :class:`EMGModel`, greedy/beam CER validation.
+
+- Loss: ``nn.CTCLoss(blank=98, zero_infinity=True)``, mean reduction (SPEC.md §5.7), on the
+  model's log-probs ``(T', N, 99)`` with ``emission_lengths = model.emission_lengths(...)``.
+- Optimizer: ``model.param_groups(lr)`` (the S4D group at its own lr, weight decay 0) into the
+  configured optimizer; the configured scheduler, stepped per epoch (SPEC.md §5.4-§5.5).
+- Non-finite steps: a batch whose loss or any gradient is NaN/Inf does not change the model.
+  Its gradients are dropped before the optimizer step (``on_before_optimizer_step``), the
+  BatchNorm running statistics its forward pass touched are restored, and it is counted in
+  ``train/skipped_steps``. Under DDP the gradients are already all-reduced at that point, so
+  every rank sees the same non-finite values and skips together.
+- Validation: ``val`` (4 s windows, ``val/CER``...) and ``val_continuous`` (80 s chunks,
+  ``val_continuous/CER``...); each loader has its own :class:`CharacterErrorRates`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from emg2qwerty_ssm.charset import charset
+from emg2qwerty_ssm.data import LabelData
+
+log = logging.getLogger(__name__)
+
+VAL_STREAMS = ("val", "val_continuous")
+#: marks a checkpoint written by this module (see emg2qwerty_ssm.train.load_checkpoint_model)
+CHECKPOINT_MARKER = "emg2qwerty_ssm"
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def decoder_name(decoder_cfg: Mapping[str, Any] | None) -> str:
+    """Short decoder name for metric keys: ``greedy`` / ``beam`` (from ``name`` or the class)."""
+    if not decoder_cfg:
+        return "greedy"
+    if decoder_cfg.get("name"):
+        return str(decoder_cfg["name"])
+    target = str(decoder_cfg.get("_target_", "greedy")).rsplit(".", 1)[-1]
+    short = target.removeprefix("CTC").removesuffix("Decoder").lower()
+    return short or target.lower()
+
+
+def decode_and_score(
+    decoder: Any,
+    metric: Any,
+    emissions: torch.Tensor,
+    emission_lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+) -> None:
+    """Decode a batch and add it to a CER metric.
+
+    emissions (T, N, 99) log-probs; emission_lengths (N,); targets (S, N) padded labels;
+    target_lengths (N,). Targets are cut to each item's length and stripped of blanks.
+    """
+    predictions = decoder.decode_batch(
+        emissions.detach().float().cpu().numpy(), emission_lengths.detach().cpu().numpy()
+    )
+    blank = charset().null_class
+    targets_np = targets.detach().cpu().numpy()
+    lengths = target_lengths.detach().cpu().numpy()
+    for i, prediction in enumerate(predictions):
+        labels = targets_np[: int(lengths[i]), i]
+        labels = labels[labels != blank].astype(np.int32)
+        metric.update(prediction=prediction, target=LabelData.from_labels(labels))
+
+
+def compute_cer(metric: Any) -> dict[str, float] | None:
+    """The metric's ``{CER, IER, DER, SER}``, or None for an epoch without target characters."""
+    try:
+        values = metric.compute()
+    except (ZeroDivisionError, ValueError, RuntimeError):
+        return None
+    out = {k: float(v) for k, v in values.items()}
+    if not out or not np.isfinite(out.get("CER", np.nan)):
+        return None
+    return out
+
+
+class EMGModule(pl.LightningModule):
+    """CTC training of an EMG-to-text model.
+
+    Args:
+        model_cfg: the ``model`` config node (plain dict); stored in the checkpoint so the
+            architecture can be rebuilt.
+        optimizer: optimizer config (``_target_`` + kwargs; ``lr`` is the base lr).
+        lr_scheduler: ``{scheduler: {_target_, _partial_: true, ...}, interval: epoch}``.
+        decoder: decoder config (``_target_`` + kwargs).
+        model: an already built model (loaded checkpoint); default: ``build_model(model_cfg)``.
+    """
+
+    def __init__(
+        self,
+        model_cfg: Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        lr_scheduler: Mapping[str, Any] | None = None,
+        decoder: Mapping[str, Any] | None = None,
+        model: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        # Plain containers only: checkpoints stay loadable with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "model_cfg": _plain(model_cfg),
+                "optimizer": _plain(optimizer),
+                "lr_scheduler": _plain(lr_scheduler),
+                "decoder": _plain(decoder),
+            }
+        )
+        if model is None:
+            from emg2qwerty_ssm.models import build_model
+
+            model = build_model(OmegaConf.create(self.hparams["model_cfg"]))
+        self.model = model
+        self.ctc_loss = nn.CTCLoss(blank=charset().null_class, zero_infinity=True)
+        self.decoder = instantiate(self.hparams["decoder"]) if decoder else _default_decoder()
+
+        from emg2qwerty_ssm.metrics import CharacterErrorRates
+
+        # Keys get a suffix: "train" would clash with nn.Module.train in a ModuleDict.
+        self.metrics = nn.ModuleDict(
+            {f"{name}_cer": CharacterErrorRates() for name in ("train", *VAL_STREAMS)}
+        )
+        self.skipped_steps = 0  # non-finite training steps skipped (kept in checkpoints)
+        self._skip_this_step = False
+        self._buffers_before_step: list[torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ forward / loss
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs)
+
+    def _step(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs = batch["inputs"]
+        emissions = self.model(inputs)  # (T', N, 99)
+        emission_lengths = self.model.emission_lengths(batch["input_lengths"]).to(emissions.device)
+        # Padding frames beyond an item's length never enter the loss; lengths past the
+        # emitted frames (cannot happen for kernel = stride stages) are clamped to be safe.
+        emission_lengths = emission_lengths.clamp(max=emissions.shape[0])
+        loss = self.ctc_loss(
+            emissions.float(),
+            batch["targets"].transpose(0, 1).long(),
+            emission_lengths,
+            batch["target_lengths"].long(),
+        )
+        return loss, emissions, emission_lengths
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # BatchNorm running stats change in the forward pass; keep a copy to undo a bad step.
+        self._buffers_before_step = [b.detach().clone() for b in self.model.buffers()]
+        loss, emissions, emission_lengths = self._step(batch)
+        self._skip_this_step = not bool(torch.isfinite(loss.detach()))
+        batch_size = int(batch["inputs"].shape[1])
+        if not self._skip_this_step:
+            self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, sync_dist=True)
+            decode_and_score(
+                self.decoder,
+                self.metrics["train_cer"],
+                emissions,
+                emission_lengths,
+                batch["targets"],
+                batch["target_lengths"],
+            )
+        # A non-finite loss still goes through backward (so DDP's gradient all-reduce stays
+        # in step across ranks); the resulting non-finite gradients are dropped below.
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite and not self._skip_this_step:
+            return
+        # Parameters whose .grad is None are left untouched by torch optimizers (no moment
+        # update either), so the step becomes a no-op for the model.
+        for p in self.parameters():
+            p.grad = None
+        if self._buffers_before_step is not None:
+            with torch.no_grad():
+                for buf, saved in zip(self.model.buffers(), self._buffers_before_step, strict=True):
+                    buf.copy_(saved)
+        self.skipped_steps += 1
+        log.warning(
+            "non-finite %s at epoch %d step %d: optimizer step skipped (%d so far)",
+            "loss" if self._skip_this_step else "gradient",
+            self.current_epoch,
+            self.global_step,
+            self.skipped_steps,
+        )
+
+    def on_train_epoch_end(self) -> None:
+        cer = compute_cer(self.metrics["train_cer"])
+        if cer is not None:
+            self.log_dict({f"train/{k}": v for k, v in cer.items()}, sync_dist=False)
+        self.metrics["train_cer"].reset()
+        self.log("train/skipped_steps", float(self.skipped_steps), sync_dist=False)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(
+        self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        stream = VAL_STREAMS[dataloader_idx]
+        loss, emissions, emission_lengths = self._step(batch)
+        self.log(
+            f"{stream}/loss",
+            loss,
+            batch_size=int(batch["inputs"].shape[1]),
+            sync_dist=True,
+            add_dataloader_idx=False,
+        )
+        decode_and_score(
+            self.decoder,
+            self.metrics[f"{stream}_cer"],
+            emissions,
+            emission_lengths,
+            batch["targets"],
+            batch["target_lengths"],
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        for stream in VAL_STREAMS:
+            cer = compute_cer(self.metrics[f"{stream}_cer"])
+            # An epoch without target characters has no CER (the seed skips logging too).
+            if cer is not None:
+                self.log_dict(
+                    {f"{stream}/{k}": v for k, v in cer.items()},
+                    sync_dist=False,
+                    add_dataloader_idx=False,
+                    prog_bar=False,
+                )
+            self.metrics[f"{stream}_cer"].reset()
+
+    # ------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> Any:
+        opt_cfg = dict(self.hparams["optimizer"] or {"_target_": "torch.optim.Adam", "lr": 2.5e-3})
+        base_lr = float(opt_cfg.get("lr", 1e-3))
+        groups = self.model.param_groups(base_lr)
+        # Called directly (not hydra.instantiate) so the parameter groups are passed untouched.
+        optimizer = get_class(opt_cfg.pop("_target_"))(groups, **opt_cfg)
+        sched_cfg = self.hparams["lr_scheduler"]
+        if not sched_cfg or not sched_cfg.get("scheduler"):
+            return optimizer
+        scheduler = instantiate(sched_cfg["scheduler"])(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": sched_cfg.get("interval", "epoch"),
+                "frequency": 1,
+            },
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_MARKER] = {
+            "format": "lightning",
+            "version": 1,
+            "model_cfg": self.hparams["model_cfg"],
+            "skipped_steps": int(self.skipped_steps),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        marker = checkpoint.get(CHECKPOINT_MARKER) or {}
+        self.skipped_steps = int(marker.get("skipped_steps", 0))
+
+
+def _default_decoder() -> Any:
+    from emg2qwerty_ssm.decoding import CTCGreedyDecoder
+
+    return CTCGreedyDecoder()

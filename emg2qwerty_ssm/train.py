@@ -1,0 +1,596 @@
+"""Training, fine-tuning and evaluation entry point (``python -m emg2qwerty_ssm.train``).
+
+``train(cfg) -> dict`` is a plain function (tests, sweeps and scripts call it); :func:`main` is
+the thin Hydra wrapper over ``conf/config.yaml``. One run:
+
+1. resolve the dataset (synthetic presets are generated on first use), read the split and
+   validate it (:class:`~emg2qwerty_ssm.validation.DatasetError` before anything trains);
+2. build the model (from ``cfg.model``, or from ``checkpoint=PATH``: project or seed format)
+   and check its ``input_kind`` against the transforms;
+3. fit with Lightning (``train=true``): checkpoints on ``val/CER`` and ``val_continuous/CER``
+   plus ``last.ckpt``; a restarted run with the same run dir resumes from ``last.ckpt``;
+4. reload the best ``val/CER`` checkpoint and evaluate every split x protocol on one process;
+5. write ``<run dir>/results.json`` atomically and print a summary table.
+
+See docs/training.md for the commands and the run directory layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from emg2qwerty_ssm import CONFIG_DIR
+from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = CONFIG_DIR.parent
+CHECKPOINT_DIR_NAME = "checkpoints"
+
+
+# ---------------------------------------------------------------------------- run dir, data
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """``cfg.run_dir`` if set, else Hydra's output dir, else ``outputs/<timestamp>``."""
+    if cfg.get("run_dir"):
+        return Path(str(cfg.run_dir)).expanduser().resolve()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    except ValueError:  # not inside a Hydra app (plain compose)
+        return (Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S")).resolve()
+
+
+def _resolve_path(path: str | os.PathLike[str]) -> Path:
+    """A user path: ``~`` expanded; relative paths from the cwd, else from the repository."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    in_repo = REPO_DIR / p
+    return in_repo.resolve() if in_repo.exists() else p.resolve()
+
+
+def prepare_dataset(cfg: DictConfig) -> Path:
+    """The dataset root; a synthetic preset is generated there first if it is absent."""
+    try:
+        root_value = cfg.dataset.root
+    except MissingMandatoryValue:
+        root_value = None
+    if not root_value:
+        raise ValueError(
+            "dataset.root is not set: pass dataset.root=/path/to/emg2qwerty (dataset=real), or "
+            "use a synthetic preset (dataset=synthetic_tiny|synthetic_demo|synthetic_full)"
+        )
+    root = _resolve_path(str(root_value))
+    synthetic = cfg.dataset.get("synthetic")
+    if synthetic:
+        from emg2qwerty_ssm.synthetic import ensure_dataset
+
+        log.info("synthetic preset %r (seed %s) at %s", synthetic.preset, synthetic.seed, root)
+        root = Path(ensure_dataset(str(synthetic.preset), int(synthetic.seed), root))
+    return root
+
+
+def resolve_split(cfg: DictConfig, root: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """The ``{train, val, test}`` split of this run and a description of where it came from.
+
+    ``dataset.split_file`` (synthetic users) wins over inline ``dataset.train/val/test``
+    (the real users in conf/user/).
+    """
+    from emg2qwerty_ssm.data import load_split
+
+    user = cfg.get("user")
+    split_file = cfg.dataset.get("split_file")
+    if split_file:
+        path = _resolve_path(str(split_file))
+        if not path.is_file():
+            hint = ""
+            if str(user).startswith("synth_") and not cfg.dataset.get("synthetic"):
+                hint = (
+                    f" (user={user} is a split of the synthetic datasets; for the real dataset "
+                    "choose user=user0 .. user7 or user=generic)"
+                )
+            raise FileNotFoundError(f"split file {path} does not exist{hint}")
+        return load_split(path), str(path)
+    split = {k: list(cfg.dataset.get(k) or []) for k in ("train", "val", "test")}
+    if not any(split.values()):
+        raise ValueError(
+            f"user={user} defines no sessions: the user config must set dataset.split_file or "
+            "dataset.train/val/test"
+        )
+    plain = OmegaConf.to_container(OmegaConf.create(split), resolve=True)
+    return plain, f"conf/user/{user}.yaml"  # type: ignore[return-value]
+
+
+def check_split(root: Path, split: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`DatasetError` listing every problem of the split (cheap header checks)."""
+    from emg2qwerty_ssm.validation import DatasetError, validate_split
+
+    problems = validate_split(root, split, split_source=source)
+    if problems:
+        raise DatasetError(problems)
+
+
+# ---------------------------------------------------------------------------- models
+def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict | None]:
+    """A model and its ``model`` config from a checkpoint of this trainer, the project's own
+    format or the seed's Lightning format (the latter two via ``emg2qwerty_ssm.load_model``)."""
+    from emg2qwerty_ssm.lightning_module import CHECKPOINT_MARKER
+
+    path = _resolve_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours (or not weights-only safe): the model loader decides
+        ckpt = None
+    if isinstance(ckpt, dict) and CHECKPOINT_MARKER in ckpt:
+        from emg2qwerty_ssm.models import build_model
+
+        model_cfg = ckpt[CHECKPOINT_MARKER]["model_cfg"]
+        model = build_model(OmegaConf.create(model_cfg))
+        state = {
+            k.removeprefix("model."): v
+            for k, v in ckpt["state_dict"].items()
+            if k.startswith("model.")
+        }
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {path}: weights do not fit its own model config "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        return model, model_cfg
+    from emg2qwerty_ssm import load_model
+
+    model = load_model(path)
+    model_cfg = getattr(model, "config", None)
+    return model, (dict(model_cfg) if model_cfg else None)
+
+
+def check_input_kind(model_kind: str | None, cfg: DictConfig) -> None:
+    """The model's expected input (raw EMG or log-spectrogram) must match the transforms."""
+    transforms_kind = cfg.transforms.get("kind")
+    if model_kind and transforms_kind and model_kind != transforms_kind:
+        raise ValueError(
+            f"model {_model_name(cfg)!r} expects input_kind={model_kind!r} but the transforms "
+            f"produce {transforms_kind!r}: choose transforms={model_kind}"
+        )
+
+
+def _model_name(cfg: DictConfig, model: torch.nn.Module | None = None) -> str:
+    name = getattr(model, "name", None) if model is not None else None
+    return str(name or cfg.model.get("name", "model"))
+
+
+def build_module(cfg: DictConfig) -> Any:
+    """The Lightning module: fresh from ``cfg.model`` or initialised from ``cfg.checkpoint``.
+
+    With a checkpoint the architecture is the checkpoint's (as the seed does); optimizer,
+    scheduler and decoder always come from the current config.
+    """
+    from emg2qwerty_ssm.lightning_module import EMGModule
+
+    common = {
+        "optimizer": cfg.optimizer,
+        "lr_scheduler": cfg.lr_scheduler,
+        "decoder": cfg.decoder,
+    }
+    if cfg.get("checkpoint"):
+        model, model_cfg = load_checkpoint_model(cfg.checkpoint)
+        ckpt_name = getattr(model, "name", None)
+        if ckpt_name and ckpt_name != cfg.model.get("name"):
+            log.warning(
+                "checkpoint %s holds model %r; using its architecture (model=%s ignored)",
+                cfg.checkpoint,
+                ckpt_name,
+                cfg.model.get("name"),
+            )
+        if model_cfg is None:
+            model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        return EMGModule(model_cfg=model_cfg, model=model, **common)
+    return EMGModule(model_cfg=cfg.model, **common)
+
+
+# ---------------------------------------------------------------------------- datamodule
+def build_datamodule(cfg: DictConfig, root: Path, split: Mapping[str, Any]) -> Any:
+    from hydra.utils import instantiate
+
+    from emg2qwerty_ssm.datamodule import EMGDataModule
+    from emg2qwerty_ssm.transforms import Compose
+
+    def pipeline(name: str) -> Any:
+        steps = cfg.transforms.get(name)
+        return Compose(list(instantiate(steps))) if steps is not None else None
+
+    dm = cfg.datamodule
+    longer = dm.get("train_on_longer") or {}
+    cont = dm.get("val_continuous") or {}
+    ev = cfg.evaluation
+    return EMGDataModule(
+        root=root,
+        split=split,
+        window_length=dm.window_length,
+        padding=list(dm.padding),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        train_transform=pipeline("train"),
+        val_transform=pipeline("val"),
+        test_transform=pipeline("test"),
+        long_every=longer.get("every", 0) or 0,
+        long_factor=longer.get("factor", 8),
+        long_batch_size=longer.get("batch_size", 4),
+        val_continuous_window=cont.get("window_length", ev.chunk_length),
+        val_continuous_batch_size=cont.get("batch_size", ev.batch_size),
+        chunk_length=ev.chunk_length,
+        eval_batch_size=ev.batch_size,
+    )
+
+
+# ---------------------------------------------------------------------------- trainer
+def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    from hydra.utils import instantiate
+
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        log.debug("logger %s", name)
+        loggers.append(instantiate(node, save_dir=str(run_dir)))
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        RichProgressBar,
+        TQDMProgressBar,
+    )
+
+    ckpt_dir = run_dir / CHECKPOINT_DIR_NAME
+    mode = str(cfg.monitor_mode)
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="val_{epoch}",
+            monitor=str(cfg.monitor_metric),
+            mode=mode,
+            save_last=True,
+            auto_insert_metric_name=False,
+        ),
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="valcont_{epoch}",
+            monitor="val_continuous/CER",
+            mode="min",
+            auto_insert_metric_name=False,
+        ),
+    ]
+    every = (cfg.get("checkpointing") or {}).get("every_n_train_steps")
+    if every:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=int(every)
+            )
+        )
+    stop = cfg.get("early_stopping")
+    if stop:
+        callbacks.append(
+            EarlyStopping(
+                monitor=str(stop.get("monitor", cfg.monitor_metric)),
+                mode=str(stop.get("mode", mode)),
+                patience=int(stop.get("patience", 3)),
+                min_delta=float(stop.get("min_delta", 0.0)),
+            )
+        )
+    if has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    bar = str(cfg.get("progress_bar", "rich"))
+    if bar == "rich":
+        callbacks.append(RichProgressBar())
+    elif bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None:
+            log.debug("extra callback %s", name)
+            callbacks.append(instantiate(node))
+    return callbacks
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, loggers: list[Any], extra_callbacks: Sequence[Any] = ()
+) -> Any:
+    import lightning.pytorch as pl
+
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(kwargs, dict)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "gradient_clip_val"}
+    bar = str(cfg.get("progress_bar", "rich"))
+    curriculum = (cfg.datamodule.get("train_on_longer") or {}).get("every", 0)
+    return pl.Trainer(
+        **kwargs,
+        default_root_dir=str(run_dir),
+        logger=loggers if loggers else False,
+        callbacks=[*_callbacks(cfg, run_dir, bool(loggers)), *extra_callbacks],
+        enable_progress_bar=bar != "none",
+        # The curriculum picks the train windows per epoch; the loader must be re-made.
+        reload_dataloaders_every_n_epochs=1 if curriculum else 0,
+    )
+
+
+# ---------------------------------------------------------------------------- cost
+def model_cost(model: torch.nn.Module, name: str) -> dict[str, Any]:
+    """The model card (emg2qwerty_ssm.cost); params only if the model cannot report its cost."""
+    from emg2qwerty_ssm import cost
+
+    try:
+        return cost.model_card(model, name=name)
+    except (NotImplementedError, AttributeError, ValueError) as err:
+        log.warning("no compute cost for %s (%s); reporting parameters only", name, err)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return {"params": params, "macs_per_second": None, "cost_error": str(err)}
+
+
+def _log_hyperparams(loggers: list[Any], cfg: DictConfig, card: Mapping[str, Any]) -> None:
+    from emg2qwerty_ssm.cost import card_metrics
+
+    flat = card_metrics({k: v for k, v in card.items() if v is not None})
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams({"config": config, **flat})
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _device(cfg: DictConfig, trainer: Any | None) -> torch.device:
+    if trainer is not None:
+        return trainer.strategy.root_device
+    accel = str(cfg.trainer.get("accelerator", "cpu"))
+    if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def evaluate_all(cfg: DictConfig, module: Any, datamodule: Any, device: torch.device) -> dict:
+    """``{"<split>/<protocol>/<decoder>": {CER, IER, DER, SER}}`` for the configured grid."""
+    from emg2qwerty_ssm.evaluation import evaluate_loader
+    from emg2qwerty_ssm.lightning_module import decoder_name
+
+    dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
+    model = module.model.to(device)
+    metrics: dict[str, dict[str, float]] = {}
+    for split in cfg.evaluation.splits:
+        if not datamodule.sessions(str(split)):
+            continue
+        for protocol in cfg.evaluation.protocols:
+            t0 = time.time()
+            loader = datamodule.eval_dataloader(str(split), str(protocol))
+            values = evaluate_loader(model, loader, module.decoder, device)
+            key = metric_key(str(split), str(protocol), dec)
+            log.info("%s: %s (%.1f s)", key, values, time.time() - t0)
+            if values is not None:
+                metrics[key] = values
+    return metrics
+
+
+# ---------------------------------------------------------------------------- the run
+def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Run training and/or evaluation as configured; returns the ``results.json`` content.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. a pruning callback from a sweeper).
+    On DDP ranks other than 0 the return value is an empty dict (rank 0 evaluates and writes).
+    """
+    import lightning.pytorch as pl
+
+    start = time.time()
+    run_dir = resolve_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    root = prepare_dataset(cfg)
+    split, split_source = resolve_split(cfg, root)
+    check_split(root, split, split_source)  # before anything is built or trained
+    if not cfg.train and not cfg.get("checkpoint"):
+        raise ValueError("train=false evaluates a trained model: also pass checkpoint=PATH")
+
+    module = build_module(cfg)
+    check_input_kind(getattr(module.model, "input_kind", None) or cfg.model.get("input_kind"), cfg)
+    datamodule = build_datamodule(cfg, root, split)
+    name = _model_name(cfg, module.model)
+    card = model_cost(module.model, name)
+
+    loggers = _loggers(cfg, run_dir)
+    trainer = None
+    checkpoint = str(_resolve_path(cfg.checkpoint)) if cfg.get("checkpoint") else None
+    logged: dict[str, float] = {}
+    if cfg.train:
+        trainer = build_trainer(cfg, run_dir, loggers, callbacks)
+        if trainer.is_global_zero:
+            _log_hyperparams(loggers, cfg, card)
+        last = run_dir / CHECKPOINT_DIR_NAME / "last.ckpt"
+        ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if not trainer.is_global_zero:
+            return {}
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v)}
+        best_cb = trainer.checkpoint_callback
+        best = getattr(best_cb, "best_model_path", "") if best_cb is not None else ""
+        if best and Path(best).is_file():
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+            checkpoint = str(Path(best).resolve())
+            score = best_cb.best_model_score  # type: ignore[union-attr]
+            if score is not None:
+                logged[f"best/{cfg.monitor_metric}"] = float(score)
+            log.info("best %s checkpoint: %s", cfg.monitor_metric, best)
+        elif last.is_file():
+            checkpoint = str(last.resolve())
+    elif loggers:
+        _log_hyperparams(loggers, cfg, card)
+
+    metrics = evaluate_all(cfg, module, datamodule, _device(cfg, trainer))
+    for lg in loggers:
+        lg.log_metrics({f"eval/{k}/{m}": v for k, d in metrics.items() for m, v in d.items()})
+        lg.save()
+
+    results = _results(cfg, name, card, metrics, checkpoint, logged, split_source, root, module)
+    results["wall_time_s"] = round(time.time() - start, 3)
+    write_results(run_dir, results)
+    print_summary(results, run_dir)
+    return results
+
+
+def _results(
+    cfg: DictConfig,
+    name: str,
+    card: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, float]],
+    checkpoint: str | None,
+    logged: Mapping[str, float],
+    split_source: str,
+    root: Path,
+    module: Any,
+) -> dict[str, Any]:
+    from emg2qwerty_ssm.lightning_module import decoder_name
+
+    dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
+    test_paper = metrics.get(metric_key("test", "paper", dec), {})
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "model": name,
+        "params": card.get("params"),
+        "macs_per_second": card.get("macs_per_second"),
+        "decoder": dec,
+        "user": str(cfg.get("user")),
+        "metrics": dict(metrics),
+        "CER": test_paper.get("CER"),
+        "checkpoint": checkpoint,
+        "config_hash": config_hash(cfg),
+        "git_commit": git_commit(REPO_DIR),
+        "wall_time_s": None,
+        "config": config,
+        "mode": "train" if cfg.train else "evaluate",
+        "dataset": {"root": str(root), "split": split_source},
+        "protocols": {
+            "paper": f"{cfg.evaluation.chunk_length}-sample chunks, zero state per chunk, tail "
+            "dropped; a session shorter than a chunk is one whole-session window",
+            "session": "each session whole, batch 1 (emg2qwerty)",
+        },
+        "logged": dict(logged),
+        "skipped_steps": int(getattr(module, "skipped_steps", 0)),
+        "cost": dict(card),
+    }
+
+
+def print_summary(results: Mapping[str, Any], run_dir: Path) -> None:
+    """A rich table: the model's cost and every CER of the run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    macs = results.get("macs_per_second")
+    table = Table(
+        title=f"{results['model']} · user {results['user']} · "
+        f"{num(results.get('params'), ',')} params · "
+        f"{num(macs / 1e6 if macs else None, '.2f')} M MAC/s",
+        caption=f"{run_dir}/results.json",
+    )
+    for col in ("split/protocol/decoder", "CER", "IER", "DER", "SER"):
+        table.add_column(col, justify="left" if col.startswith("split") else "right")
+    for key, values in results["metrics"].items():
+        table.add_row(key, *(num(values.get(m), ".2f") for m in ("CER", "IER", "DER", "SER")))
+    if results.get("skipped_steps"):
+        table.add_row("skipped non-finite steps", str(results["skipped_steps"]), "", "", "")
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------- Hydra
+def objective(results: Mapping[str, Any], key: str | Sequence[str] | None) -> Any:
+    """The value(s) a sweeper optimises, looked up in the results by ``optimized_metric``.
+
+    A key is a top-level number (``CER``, ``macs_per_second``, ``params``), a logged metric
+    (``val/CER`` = the best monitored value, ``val_continuous/CER``), a metrics entry
+    (``test/paper/greedy`` -> its CER) or a metrics entry + name (``val/paper/greedy/SER``).
+    """
+    if key is None:
+        return dict(results)
+    if not isinstance(key, str):
+        return tuple(objective(results, k) for k in key)
+    logged = results.get("logged") or {}
+    metrics = results.get("metrics") or {}
+    if key in results and isinstance(results[key], int | float):
+        return float(results[key])
+    if f"best/{key}" in logged:
+        return float(logged[f"best/{key}"])
+    if key in logged:
+        return float(logged[key])
+    if key in metrics:
+        return float(metrics[key]["CER"])
+    head, _, metric = key.rpartition("/")
+    if head in metrics and metric in metrics[head]:
+        return float(metrics[head][metric])
+    log.warning("optimized_metric %r not found in the results; returning NaN", key)
+    return math.nan
+
+
+def _failed(cfg: DictConfig, err: BaseException) -> Any:
+    """Multirun: a failing job is recorded (failed.json) and reported as NaN to the sweeper."""
+    import json
+    import traceback
+
+    run_dir = resolve_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "failed.json").write_text(
+        json.dumps({"error": repr(err), "traceback": traceback.format_exc()}, indent=2)
+    )
+    key = cfg.get("optimized_metric")
+    if key is not None and not isinstance(key, str):
+        return tuple(math.nan for _ in key)
+    return math.nan
+
+
+def _hydra_task(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        results = train(cfg)
+    except Exception as err:
+        if not multirun:
+            raise
+        log.exception("job failed; the sweep continues")
+        return _failed(cfg, err)
+    if not results:  # DDP rank > 0
+        return None
+    return objective(results, cfg.get("optimized_metric"))
+
+
+def main() -> Any:
+    """Console script ``emg2qwerty-ssm-train``: the Hydra app over conf/config.yaml."""
+    import hydra
+
+    app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(
+        _hydra_task
+    )
+    return app()
+
+
+if __name__ == "__main__":
+    main()
