@@ -97,7 +97,11 @@ class LabelData:
         text: str,
         timestamps: Sequence[float] | np.ndarray | None = None,
         _charset: CharacterSet | None = None,
+        *,
+        _timestamps: Sequence[float] | np.ndarray | None = None,
     ) -> None:
+        if _timestamps is not None:  # emg2qwerty's keyword name for the same argument
+            timestamps = _timestamps
         self.text = text
         self._charset = _charset or charset()
         self.timestamps = None

@@ -199,6 +199,7 @@ def test_label_data_constructors_and_ops():
     assert str(LabelData.from_str("a\nb")) == "a\nb"
     with pytest.raises(ValueError, match="timestamps"):
         LabelData("abc", [1.0, 2.0])
+    assert LabelData(text="ab", _timestamps=[1.0, 2.0]).timestamps.tolist() == [1.0, 2.0]
 
 
 def test_label_data_keys_and_prompts():
