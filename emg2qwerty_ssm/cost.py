@@ -314,7 +314,7 @@ def format_card(card: Mapping[str, Any], blocks: bool = False) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
-def compose_config(overrides: Iterable[str], config_name: str = "config") -> DictConfig:
+def compose_config(overrides: Iterable[str], config_name: str | None = "config") -> DictConfig:
     """Compose the project's Hydra config (conf/) with command-line style overrides."""
     from hydra import compose, initialize_config_dir
 
@@ -322,6 +322,28 @@ def compose_config(overrides: Iterable[str], config_name: str = "config") -> Dic
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
+
+
+def compose_model_config(overrides: Sequence[str]) -> DictConfig:
+    """The full training config; if that does not compose (a config group of another part of
+    the project missing or broken), the ``model`` group alone with the model overrides."""
+    from hydra.errors import HydraException
+
+    try:
+        return compose_config(overrides)
+    except HydraException as e:
+        model_overrides = [o for o in overrides if o.lstrip("+~").startswith("model")]
+        dropped = sorted(set(overrides) - set(model_overrides))
+        print(
+            f"warning: the full config did not compose ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}); composing the model group alone"
+            + (f", ignoring {dropped}" if dropped else ""),
+            file=sys.stderr,
+        )
+        if not any(o.startswith(("model=", "+model=")) for o in model_overrides):
+            model_overrides.insert(0, "model=tc_s4_small")
+        fixed = ["+" + o if o.startswith("model=") else o for o in model_overrides]
+        return compose_config(fixed, config_name=None)
 
 
 _OPTIONS = {"format": ("table", "json"), "blocks": ("false", "true")}
@@ -344,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts[key] = value
         else:
             overrides.append(arg)
-    cfg = compose_config(overrides)
+    cfg = compose_model_config(overrides)
     if "model" not in cfg:
         print("error: the composed config has no 'model' node; pass model=<name>", file=sys.stderr)
         return 2

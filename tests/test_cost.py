@@ -142,7 +142,7 @@ def test_card_totals_stages_and_memory() -> None:
 
 def test_flop_counter_agrees_with_weight_macs_of_stand_in() -> None:
     model = StandIn()
-    x = torch.randn(600 * 4, 2, 4)  # 4 s, divisible by the model stride
+    x = torch.randn(600, 2, 4)  # 1 s, divisible by the model stride
     measured = flop_counter_weight_macs(model, x, input_rate_hz=600.0)
     assert measured["total"] == pytest.approx(
         model_card(model)["weight_macs_per_second"], rel=1e-12
@@ -165,3 +165,70 @@ def test_bad_block_costs_are_named() -> None:
         summarize([bad], 500.0)
     with pytest.raises(ValueError, match="empty"):
         summarize([], 500.0)
+
+
+# ----------------------------------------------------------------------------- paper models
+
+PAPER = {  # SPEC.md §6.1-6.2: params, core MAC/s, weight-layer MAC/s, output rate (Hz)
+    "s4_large": (1_278_691, 192_336_062.5, 157_248_062.5, 31.25),
+    "tc_s4_medium": (697_101, 32_637_375, 30_573_375, 2000 / 96),
+    "tc_s4_small": (388_437, 13_581_375, 11_517_375, 2000 / 96),
+}
+
+
+def _build(*overrides: str) -> nn.Module:
+    from emg2qwerty_ssm.cost import compose_config
+    from emg2qwerty_ssm.models import build_model
+
+    cfg = compose_config(list(overrides), config_name=None)  # the model group alone
+    return build_model(cfg.model)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_model_cards_and_flop_counter(name: str) -> None:
+    params, macs, weight, rate = PAPER[name]
+    model = _build(f"+model={name}").eval()
+    card = model_card(model)
+    assert card["params"] == card["params_from_blocks"] == params
+    # exact to a thousandth of a MAC/s (the layer rates 2000/96 Hz are not binary fractions)
+    assert round(card["macs_per_second"], 3) == macs
+    assert round(card["weight_macs_per_second"], 3) == weight
+    assert round(card["recurrent_macs_per_second"], 3) == macs - weight
+    assert card["output_rate_hz"] == pytest.approx(rate)
+    assert card["latency_s"] == pytest.approx(1 / rate)  # causal, block-wise: one frame
+    # The weight layers agree exactly with torch's FLOP counter on a batch forward (SPEC §6.2
+    # cross-check); 6144 samples is a whole number of 64- and 96-sample frames.
+    x = torch.randn(96 * 64, 1, 2, 16)
+    assert round(flop_counter_weight_macs(model, x, 2000.0)["total"], 3) == weight
+
+
+def test_tds_baseline_is_about_1046_mega() -> None:
+    card = model_card(_build("+model=tds_conv_ctc"))
+    assert card["input_rate_hz"] == 125.0
+    assert card["macs_per_second"] == pytest.approx(1.046e9, rel=1e-3)
+
+
+def test_cli_json_composes_frontend_override(capsys: pytest.CaptureFixture) -> None:
+    from emg2qwerty_ssm.cost import main
+
+    assert main(["model=tc_s4_small", "model/frontend=gru", "format=json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["model"] == "tc_s4_small"
+    assert card["params"] != PAPER["tc_s4_small"][0]  # the GRU front-end replaced the TCs
+    assert [s["name"] for s in card["stages"]][:2] == ["encoder", "frontend"]
+    assert card["macs_per_second"] > 0 and "blocks" not in card
+    assert main(["model=tc_s4_small", "format=xml"]) == 2
+    assert "format='xml'" in capsys.readouterr().err
+
+
+def test_egru_card_weights_macs_by_measured_activity() -> None:
+    model = _build("+model=egru_s4_small").eval()
+    dense = model_card(model)
+    assert dense["event_macs_per_second"] == dense["macs_per_second"]  # nothing measured yet
+    with torch.no_grad():
+        model(torch.randn(96 * 20, 2, 2, 16))  # an evaluation pass measures the activity
+    card = model_card(model)
+    assert card["macs_per_second"] == dense["macs_per_second"]
+    assert card["event_macs_per_second"] < card["macs_per_second"]
+    frontend = next(s for s in card["stages"] if s["name"] == "frontend")
+    assert frontend["event_macs_per_second"] < frontend["macs_per_second"]
