@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from torch import nn
 
+from emg2qwerty_ssm.cost import model_card
+from emg2qwerty_ssm.models import build_model
 from emg2qwerty_ssm.models.recurrent import (
     EGRUFrontend,
     GRUFrontend,
@@ -276,3 +281,48 @@ def test_egru_bad_config_names_the_field():
         EGRUFrontend(8, threshold_mean=0.0)
     with pytest.raises(ValueError, match=r"\(T, N, 8\)"):
         GRUFrontend(8)(torch.randn(24, 2, 9))
+
+
+# -- composed models ---------------------------------------------------------------------------
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _compose_model(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return compose(overrides=list(overrides)).model
+
+
+def test_any_model_takes_the_gru_frontend():
+    cfg = _compose_model("+model=tc_s4_small", "model/frontend=gru")
+    assert cfg.frontend._target_.endswith("GRUFrontend") and cfg.name == "tc_s4_small"
+    model = build_model(cfg)
+    assert isinstance(model.frontend, GRUFrontend)
+    assert model.frontend.in_features == 72 and model.backbone.in_features == 150
+    assert model.stride == 96 and model.left_context is None
+    lengths = torch.tensor([9999, 960, 95])
+    torch.testing.assert_close(model.emission_lengths(lengths), lengths // 96)
+    assert model.eval()(torch.randn(960, 1, 2, 16)).shape == (10, 1, 99)
+
+
+@pytest.mark.parametrize("name", ["gru_s4_small", "egru_s4_small"])
+def test_recurrent_models_stream_like_offline(name):
+    torch.manual_seed(11)
+    model = build_model(_compose_model(f"+model={name}")).eval()
+    assert model.stride == 96 and model.name == name
+    x = torch.randn(96 * 6 + 50, 2, 2, 16)
+    with torch.no_grad():
+        offline = model(x)
+        state, outs, start = model.initial_state(2), [], 0
+        for size in [1, 250, 77, 160, 138]:
+            out, state = model.forward_stream(x[start : start + size], state)
+            outs.append(out)
+            start += size
+    assert start == x.shape[0] and offline.shape == (6, 2, 99)
+    torch.testing.assert_close(torch.cat(outs), offline, rtol=1e-5, atol=1e-5)
+    card = model_card(model)
+    assert card["params"] == card["params_from_blocks"]
+    if name == "egru_s4_small":
+        rate = model.frontend.activity_rate
+        assert 0.0 < rate < 1.0
+        assert card["event_macs_per_second"] < card["macs_per_second"]
