@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,15 @@ class S4DBackbone(StreamingModule):
     def left_context(self) -> int | None:
         return None  # unbounded, carried by the SSM state
 
+    def _blocks(self) -> list[tuple[S4D, TiedDropout, nn.LayerNorm, int]]:
+        """Per residual block: (S4D, outer dropout, LayerNorm, end pool)."""
+        return [
+            (cast(S4D, s4), cast(TiedDropout, d), cast(nn.LayerNorm, n), p)
+            for s4, d, n, p in zip(
+                self.s4_layers, self.dropouts, self.norms, self.end_pools, strict=True
+            )
+        ]
+
     @staticmethod
     def _pool(x: torch.Tensor, p: int) -> torch.Tensor:
         """Mean over groups of p frames, remainder dropped: ``(L, ...) -> (L // p, ...)``."""
@@ -74,9 +84,7 @@ class S4DBackbone(StreamingModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.encoder(x)
-        for s4, drop, norm, p in zip(
-            self.s4_layers, self.dropouts, self.norms, self.end_pools, strict=False
-        ):
+        for s4, drop, norm, p in self._blocks():
             x = drop(s4(x)) + x
             if p > 1:
                 x = self._pool(x, p)
@@ -87,14 +95,12 @@ class S4DBackbone(StreamingModule):
         """Per block: (complex SSM state (N, H, modes), residual frames awaiting the pool)."""
         dtype = self.encoder.weight.dtype
         empty = torch.zeros(0, batch_size, self.d_model, device=device, dtype=dtype)
-        return [(s4.initial_state(batch_size, device, dtype), empty) for s4 in self.s4_layers]
+        return [(s4.initial_state(batch_size, device, dtype), empty) for s4, *_ in self._blocks()]
 
     def forward_stream(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         x = self.encoder(x)
         new_state = []
-        for s4, drop, norm, p, (ssm, buf) in zip(
-            self.s4_layers, self.dropouts, self.norms, self.end_pools, state, strict=False
-        ):
+        for (s4, drop, norm, p), (ssm, buf) in zip(self._blocks(), state, strict=True):
             z, ssm = s4.forward_stream(x, ssm)
             x = drop(z) + x
             if p > 1:
@@ -118,9 +124,7 @@ class S4DBackbone(StreamingModule):
                 weight_macs_per_s=enc.in_features * enc.out_features * rate,
             )
         ]
-        for i, (s4, norm, p) in enumerate(
-            zip(self.s4_layers, self.norms, self.end_pools, strict=False)
-        ):
+        for i, (s4, norm, p) in enumerate((s4, norm, p) for s4, _, norm, p in self._blocks()):
             out_rate = rate / p
             conv_params = _params(s4.out_conv)
             # per complex mode: Ā⊙s 4 MAC, B̄·u 2 MAC, Re(C·s) 2 MAC; plus D·u (SPEC §6.2)

@@ -8,6 +8,7 @@ features side by side ``[left F, right F]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -168,8 +169,12 @@ class RotationInvariantEncoder(StreamingModule):
                     state_size=(self.stride - 1) * self.in_features,
                 )
             )
-        for b, mlp in enumerate(self.mlps):
-            for j, (lin, norm) in enumerate(zip(mlp.linear_layers, mlp.norms, strict=False)):
+        for b, band_mlp in enumerate(self.mlps):
+            mlp = cast(BandMLP, band_mlp)
+            for j, (linear, feature_norm) in enumerate(
+                zip(mlp.linear_layers, mlp.norms, strict=True)
+            ):
+                lin, norm = cast(nn.Linear, linear), cast(_FeatureNorm, feature_norm)
                 name = f"mlps.{b}.linear_layers.{j}"
                 costs.append(
                     BlockCost(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ class TemporalConvFrontend(StreamingModule):
     def cost(self, input_rate_hz: float) -> list[BlockCost]:
         costs, rate = [], input_rate_hz
         for i in range(0, len(self.layers), 3):
-            conv, norm = self.layers[i], self.layers[i + 1]
+            conv, norm = cast(nn.Conv1d, self.layers[i]), self.layers[i + 1]
             out_rate = rate / conv.stride[0]
             macs = conv.in_channels * conv.out_channels * conv.kernel_size[0] * out_rate
             costs.append(

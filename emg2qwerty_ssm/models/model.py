@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ class EMGModel(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder, self.frontend, self.backbone = encoder, frontend, backbone
-        self.classifier = nn.Linear(backbone.out_features, num_classes)
+        self.classifier = nn.Linear(cast(int, backbone.out_features), num_classes)
         self.input_rate_hz, self.name, self.input_kind = float(input_rate_hz), name, input_kind
         self.config = dict(config) if config is not None else None  # for save_model
 
@@ -89,6 +89,8 @@ class EMGModel(nn.Module):
         x = inputs
         for _, stage in self.stages():
             x = stage(x)
+            if x.shape[0] == 0:  # shorter than one output frame
+                return x.new_zeros(0, inputs.shape[1], self.classifier.out_features)
         return F.log_softmax(self.classifier(x), dim=-1)
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
@@ -117,8 +119,9 @@ class EMGModel(nn.Module):
         ``A_imag``: lr 5e-4, weight_decay 0)."""
         hints: dict[int, dict[str, float]] = {}
         for module in self.modules():
-            if hasattr(module, "optim_hints"):
-                for pname, hint in module.optim_hints().items():
+            optim_hints = getattr(module, "optim_hints", None)
+            if callable(optim_hints):
+                for pname, hint in optim_hints().items():
                     hints[id(getattr(module, pname))] = hint
         default: list[nn.Parameter] = []
         hinted: dict[tuple, list[nn.Parameter]] = {}
@@ -199,8 +202,14 @@ def build_model(model_cfg: Any) -> EMGModel:
         try:
             stage = instantiate(node, _convert_="all")
         except Exception as err:  # Hydra wraps the constructor's error; keep it readable
+            hint = ""
+            if "unexpected keyword argument" in str(err):
+                hint = (
+                    f" (a key set for another {stage_name}? remove it with "
+                    f"~model.{stage_name}.<key>, see docs/models.md)"
+                )
             raise ValueError(
-                f"model {name!r}: cannot build model.{stage_name} ({node['_target_']}): {err}"
+                f"model {name!r}: cannot build model.{stage_name} ({node['_target_']}): {err}{hint}"
             ) from err
         if not isinstance(stage, StreamingModule) or not hasattr(stage, "out_features"):
             raise ValueError(
@@ -208,7 +217,7 @@ def build_model(model_cfg: Any) -> EMGModel:
                 "with in_features/out_features"
             )
         stages[stage_name] = stage
-        in_features = stage.out_features
+        in_features = cast(int, stage.out_features)
     return EMGModel(
         **stages,
         num_classes=int(cfg.get("num_classes", NUM_CLASSES)),

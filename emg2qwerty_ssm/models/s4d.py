@@ -100,6 +100,8 @@ class S4D(nn.Module):
     def ssm_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Offline SSM from a zero state by FFT (size 2L, causal): ``(L, N, H) -> (L, N, H)``."""
         length = u.shape[0]
+        if length == 0:
+            return u
         k = self.kernel(length).to(u.dtype)  # (H, L)
         u_f = torch.fft.rfft(u.permute(1, 2, 0), n=2 * length)  # (N, H, L + 1)
         y = torch.fft.irfft(u_f * torch.fft.rfft(k, n=2 * length), n=2 * length)[..., :length]
@@ -139,6 +141,8 @@ class S4D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Offline (FFT) mode from a zero state: ``(L, N, H) -> (L, N, H)``."""
+        if x.shape[0] == 0:  # Conv1d rejects empty sequences
+            return x
         return self._head(self.ssm_conv(x))
 
     def initial_state(

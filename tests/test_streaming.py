@@ -1,0 +1,102 @@
+"""Streaming on raw 2 kHz EMG equals the offline forward; the models are causal (SPEC §5.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emg2qwerty_ssm.models import EMGModel, build_model
+from emg2qwerty_ssm.models.summary import compose_model_config
+
+PAPER = ("s4_large", "tc_s4_medium", "tc_s4_small")
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=PAPER)
+def model(request: pytest.FixtureRequest) -> EMGModel:
+    torch.manual_seed(0)
+    m = build_model(compose_model_config([f"model={request.param}"])).eval()
+    # make BatchNorm non-trivial so its eval-mode statistics are exercised too
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm1d):
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+def _stream(model: EMGModel, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    state, outs, start = model.initial_state(x.shape[1]), [], 0
+    for size in sizes:
+        out, state = model.forward_stream(x[start : start + size], state)
+        assert out.shape[1:] == (x.shape[1], 99)
+        outs.append(out)
+        start += size
+    assert start == x.shape[0]
+    return torch.cat(outs)
+
+
+def _sizes(total: int, chunk: int) -> list[int]:
+    return [min(chunk, total - a) for a in range(0, total, chunk)]
+
+
+def test_chunked_stream_equals_offline(model: EMGModel) -> None:
+    r = model.stride
+    t = 9 * r + r // 3  # a remainder that never fills a frame
+    x = torch.randn(t, 2, 2, 16)
+    with torch.no_grad():
+        offline = model(x)
+        assert offline.shape[0] == 9
+        rng = np.random.default_rng(0)
+        random_sizes = []
+        while sum(random_sizes) < t:
+            random_sizes.append(int(min(rng.integers(0, 3 * r), t - sum(random_sizes))))
+        for sizes in (_sizes(t, 37), _sizes(t, r), _sizes(t, 3 * r + 5), random_sizes):
+            streamed = _stream(model, x, sizes)
+            assert streamed.shape == offline.shape
+            assert (streamed - offline).abs().max().item() <= ATOL, sizes[:5]
+
+
+def test_sample_by_sample_stream_equals_offline(model: EMGModel) -> None:
+    r = model.stride
+    x = torch.randn(4 * r + 1, 1, 2, 16)
+    with torch.no_grad():
+        streamed = _stream(model, x, [1] * x.shape[0])
+        assert (streamed - model(x)).abs().max().item() <= ATOL
+
+
+def test_offline_prefix_gives_the_first_frames(model: EMGModel) -> None:
+    r = model.stride
+    x = torch.randn(10 * r, 2, 2, 16)
+    with torch.no_grad():
+        full = model(x)
+        for t in (r - 1, 3 * r, 6 * r + r // 2 + 1):
+            prefix = model(x[:t])
+            assert prefix.shape == (t // r, 2, 99)
+            if t >= r:
+                assert (prefix - full[: t // r]).abs().max().item() <= ATOL
+
+
+def test_future_input_does_not_change_past_frames(model: EMGModel) -> None:
+    r = model.stride
+    x = torch.randn(6 * r, 1, 2, 16)
+    y = x.clone()
+    y[4 * r :] += 5.0 * torch.randn_like(y[4 * r :])  # perturb only from frame 4 on
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert (a[:4] - b[:4]).abs().max().item() <= ATOL
+    assert (a[4:] - b[4:]).abs().max().item() > 1e-3
+
+
+def test_state_carries_history(model: EMGModel) -> None:
+    """Restarting from a zero state mid-signal changes the output: the state is really used."""
+    r = model.stride
+    x = torch.randn(8 * r, 1, 2, 16)
+    with torch.no_grad():
+        offline = model(x)
+        _, state = model.forward_stream(x[: 4 * r], model.initial_state(1))
+        carried, _ = model.forward_stream(x[4 * r :], state)
+        restarted, _ = model.forward_stream(x[4 * r :], model.initial_state(1))
+    assert (carried - offline[4:]).abs().max().item() <= ATOL
+    assert (restarted - offline[4:]).abs().max().item() > 1e-3
