@@ -80,12 +80,14 @@ def test_own_format_round_trip(tmp_path: Path) -> None:
 
 
 def test_own_lightning_checkpoint_loads(tmp_path: Path) -> None:
-    """A Lightning checkpoint of this project's module: hyper_parameters.model + model.* keys."""
+    """A checkpoint of the project's LightningModule: hyper_parameters.model_cfg, model.* keys."""
     torch.manual_seed(2)
     model = build_model(compose_model_config(["model=tc_s4_small"])).eval()
     cfg = OmegaConf.create(model.config)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    path = _save({"state_dict": state, "hyper_parameters": {"model": cfg}}, tmp_path / "l.ckpt")
+    state["metrics.val_cer.errors"] = torch.zeros(())  # other LightningModule members: ignored
+    ckpt = {"state_dict": state, "hyper_parameters": {"model_cfg": cfg, "optimizer": None}}
+    path = _save(ckpt, tmp_path / "l.ckpt")
     x = torch.randn(500, 1, 2, 16)
     with torch.no_grad():
         assert torch.equal(load_model(path)(x), model(x))

@@ -199,8 +199,9 @@ def _load_lightning(ckpt: Mapping[str, Any], path: Path) -> EMGModel:
     own_cfg = _own_model_config(hp)
     if own_cfg is not None:  # written by this project's LightningModule (self.model = EMGModel)
         model = build_model(own_cfg)
-        prefix = "model."
-        _load_weights(model, {k.removeprefix(prefix): v for k, v in state.items()}, path)
+        # the LightningModule's other members (metrics, loss) hold no model weights
+        weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        _load_weights(model, weights, path)
         return model
     if "model_LF" in hp or "model_HF" in hp:
         model = build_model(seed_model_config(hp, path))

@@ -94,7 +94,7 @@ def layer_table(model) -> str:  # model: EMGModel
         if k in (0, len(rows) - 2):
             lines.append("-" * len(lines[-1]))
     lines.append(
-        f"{model.name}: stride {model.stride} samples, weight {_fmt(weight)} + "
+        f"{model.name}: stride {model.stride} input frames, weight {_fmt(weight)} + "
         f"SSM/RNN recurrences {_fmt(recurrent)} MAC/s"
     )
     return "\n".join(lines)
