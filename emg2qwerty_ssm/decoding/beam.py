@@ -387,6 +387,11 @@ class CTCBeamDecoder(Decoder):
         order = np.argsort(-np.logaddexp(self._fl[_PB], self._fl[_PNB]), kind="stable")
         self._fl, self._it = self._fl[:, order], self._it[:, order]
 
+    @property
+    def beam_scores(self) -> np.ndarray:
+        """(B,) total log-scores (emissions + LM terms) of the current beam, best first."""
+        return np.logaddexp(self._fl[_PB], self._fl[_PNB])
+
     def _best(self):
         cols = self._path.cols
         parent, label, time = cols["parent"], cols["label"], cols["time"]
