@@ -61,6 +61,7 @@ METADATA_COLUMNS = (
 # never change the typed text).
 _USER_TYPING, _USER_SIGNAL, _USER_META = 0, 1, 2
 _SESSION_TYPING, _SESSION_EFFECTS, _SESSION_RENDER = 0, 1, 2
+_POPULATION = 1_000_000  # spawn key of the stream shared by all users of a dataset
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,9 @@ class _UserModel:
     def __init__(self, config: DatasetConfig, seed: int, user_index: int) -> None:
         p = config.params
         self.traits = sample_typist(_rng(seed, user_index, _USER_TYPING), p)
-        self.anatomy = sample_anatomy(_rng(seed, user_index, _USER_SIGNAL), p, self.traits.remap)
+        self.anatomy = sample_anatomy(
+            _rng(seed, user_index, _USER_SIGNAL), p, self.traits.remap, _rng(seed, _POPULATION)
+        )
 
 
 def generate_session(

@@ -117,9 +117,18 @@ def _hermite_templates(
 
 
 def sample_anatomy(
-    rng: np.random.Generator, p: GeneratorParams, key_remap: dict[str, int]
+    rng: np.random.Generator,
+    p: GeneratorParams,
+    key_remap: dict[str, int],
+    population_rng: np.random.Generator | None = None,
 ) -> UserAnatomy:
-    """Draw one user's sources, motor units and key recruitment patterns."""
+    """Draw one user's sources, motor units and key recruitment patterns.
+
+    ``population_rng`` (the same stream for every user of a dataset) draws the part of the
+    key-specific recruitment that all users share (how a key is reached is similar across
+    people); ``user_variability`` sets the user-specific part's weight, so 0 gives identical
+    users and large values unrelated ones.
+    """
     uv = p.user_variability
     m = p.mus_per_source
     base = np.array([c for f in FINGERS for c in _FINGER_CENTRES[f]] + list(_POSTURE_CENTRES))
@@ -149,9 +158,11 @@ def sample_anatomy(
     rank_prob = 0.9 * np.exp(-rank / (m / 2.5))
     key_spec = 1.5 * (1.0 - p.same_finger_similarity)
     recruit = np.zeros((len(KEYS), 2, _BURSTS, n_mu))
+    population_rng = population_rng or np.random.default_rng(0)
+    shared = population_rng.normal(0.0, 1.0, (len(KEYS), n_mu))
     posture_src = 2 * len(FINGERS) + np.arange(N_POSTURE)
     for k, key in enumerate(KEYS):
-        mod = np.exp(key_spec * rng.normal(0.0, 1.0, n_mu))
+        mod = np.exp(key_spec * (shared[k] + uv * rng.normal(0.0, 1.0, n_mu)) / np.hypot(1, uv))
         finger = 1 if key.name in key_remap else key.finger
         for h in range(2):
             own = hand == h

@@ -42,11 +42,11 @@ class GeneratorParams:
     # ------------------------------------------------------------ keystroke-locked bursts
     # Three-burst model of SE §3 "Recommended burst model" (Dennerlein et al. 1998).
     lift_ms: float = -120.0  # extensor lift burst centre, relative to key-down
-    press_ms: float = -40.0  # flexor press burst centre
+    press_ms: float = -50.0  # flexor press burst centre (ends near key-down)
     release_ms: float = -20.0  # extensor release burst centre, relative to key-up
     burst_amplitudes: tuple[float, float, float] = (0.6, 1.0, 0.45)  # lift, press, release
     burst_sd_ms: float = 12.0  # **difficulty** spread of first spikes in a burst (burst overlap)
-    latency_jitter_ms: float = 25.0  # per-user jitter of the burst latencies, SE §3 (+-20-30 ms)
+    latency_jitter_ms: float = 12.0  # sd of per-user latency shifts: +-20-30 ms range, SE §3
     keystroke_force_sigma: float = 0.25  # log-sd of per-keystroke effort (assumption)
     # **difficulty**: 1 = all keys of one finger recruit the same units (only the row/lateral
     # posture term tells them apart); 0 = each key recruits its own random subset.
