@@ -1,0 +1,565 @@
+"""Optuna ask/tell loop behind the Hydra sweeper (single- and multi-objective).
+
+Optuna does the sampling, pruning decisions, storage and Pareto bookkeeping; this module only
+translates between Hydra (search space in override grammar, launching jobs, job return
+values) and Optuna's public API. Optuna is imported inside functions: Hydra imports every
+plugin module whenever any Hydra app starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hydra_plugins.emg2qwerty_optuna_sweeper.trial_env import ENV_VARS
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+
+log = logging.getLogger(__name__)
+
+#: give up asking when this many trials in a row exceed the budget (the space is infeasible)
+MAX_OVER_BUDGET_STREAK = 200
+
+# ----------------------------------------------------------------------------- search space
+
+_SAFE = re.compile(r"^[A-Za-z0-9_./:+\-]+$")
+
+
+def override_str(value: Any) -> str:
+    """A value as Hydra override grammar text (quoted where the grammar needs it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        if _SAFE.match(value):
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list | tuple | ListConfig):
+        return "[" + ",".join(override_str(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{override_str(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a Hydra override")
+
+
+class SearchSpace:
+    """Optuna distributions per config key, plus the fixed overrides shared by all trials.
+
+    Categorical choices that Optuna cannot store (lists, dicts) are kept as their override
+    text, so ``trial.params`` show e.g. ``"[96,192,150]"``.
+    """
+
+    def __init__(self) -> None:
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.fixed: list[str] = []
+
+    def overrides(self, params: Mapping[str, Any]) -> list[str]:
+        out = list(self.fixed)
+        for key, value in params.items():
+            text = value if key in self._raw_keys else override_str(value)
+            out.append(f"{key}={text}")
+        return out
+
+    _raw_keys: set[str]
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
+        """From ``hydra.sweeper.params`` and the command-line overrides (which win)."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        space = cls()
+        space._raw_keys = set()
+        grammar: list[str] = []
+        for key, value in (params or {}).items():
+            if isinstance(value, Mapping):
+                space.distributions[key] = _dict_distribution(key, value, space._raw_keys)
+            else:
+                grammar.append(
+                    f"{key}={override_str(value) if not isinstance(value, str) else value}"
+                )
+        parser = OverridesParser.create()
+        for ov in parser.parse_overrides([*grammar, *arguments]):
+            key = ov.get_key_element()
+            space.distributions.pop(key, None)
+            space.fixed = [f for f in space.fixed if not f.startswith(key + "=")]
+            if not ov.is_sweep_override():
+                space.fixed.append(f"{key}={ov.get_value_element_as_str()}")
+                continue
+            sweep = ov.value()
+            log_scale = "log" in sweep.tags
+            if isinstance(sweep, ChoiceSweep):
+                choices = [_categorical_value(c, key, space._raw_keys) for c in sweep.list]
+                space.distributions[key] = CategoricalDistribution(choices)
+            elif isinstance(sweep, RangeSweep):
+                start, stop, step = sweep.start, sweep.stop, sweep.step
+                if all(isinstance(v, int) for v in (start, stop, step)) and step > 0:
+                    high = start + (stop - 1 - start) // step * step
+                    if high < start:
+                        raise HydraException(f"{key}: empty range({start}, {stop}, {step})")
+                    if log_scale and step != 1:
+                        raise HydraException(f"{key}: Optuna's log scale needs step 1")
+                    space.distributions[key] = IntDistribution(
+                        start, high, log=log_scale, step=step
+                    )
+                else:
+                    space.distributions[key] = CategoricalDistribution(list(sweep.range()))
+            elif isinstance(sweep, IntervalSweep):
+                low, high = sweep.start, sweep.end
+                if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
+                    space.distributions[key] = IntDistribution(int(low), int(high), log=log_scale)
+                else:
+                    space.distributions[key] = FloatDistribution(
+                        float(low), float(high), log=log_scale
+                    )
+            else:
+                raise HydraException(f"{key}: unsupported sweep {ov.input_line!r}")
+        return space
+
+
+def _categorical_value(choice: Any, key: str, raw_keys: set[str]) -> Any:
+    if choice is None or isinstance(choice, bool | int | float | str):
+        return choice
+    raw_keys.add(key)  # lists/dicts travel as override text
+    return override_str(choice)
+
+
+def _dict_distribution(key: str, spec: Mapping[str, Any], raw_keys: set[str]) -> Any:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    kind = spec.get("type")
+    try:
+        if kind == "float":
+            return FloatDistribution(
+                float(spec["low"]),
+                float(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=spec.get("step"),
+            )
+        if kind == "int":
+            return IntDistribution(
+                int(spec["low"]),
+                int(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=int(spec.get("step", 1)),
+            )
+        if kind == "categorical":
+            choices = (
+                OmegaConf.to_container(spec["choices"])
+                if isinstance(spec["choices"], ListConfig)
+                else spec["choices"]
+            )
+            return CategoricalDistribution([_categorical_value(c, key, raw_keys) for c in choices])
+    except KeyError as e:
+        raise HydraException(f"hydra.sweeper.params.{key}: missing field {e}") from None
+    raise HydraException(
+        f"hydra.sweeper.params.{key}.type={kind!r}; expected float, int or categorical"
+    )
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def lookup(result: Mapping[str, Any], path: str) -> Any:
+    """``result["a"]["b/c"]["d"]`` for ``"a.b/c.d"``; keys may themselves contain dots."""
+    found = _lookup(result, path)
+    if found is _MISSING:
+        raise KeyError(f"{path!r} not in the job result (top-level keys: {sorted(result)})")
+    return found
+
+
+_MISSING = object()
+
+
+def _lookup(result: Mapping[str, Any], path: str) -> Any:
+    if path in result:
+        return result[path]
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        head = ".".join(parts[:i])
+        if head in result and isinstance(result[head], Mapping | DictConfig):
+            found = _lookup(result[head], ".".join(parts[i:]))
+            if found is not _MISSING:
+                return found
+    return _MISSING
+
+
+def job_output_dir(ret: JobReturn) -> Path | None:
+    hydra_cfg = ret.hydra_cfg
+    out = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir") if hydra_cfg else None
+    return Path(out) if out else (Path(ret.working_dir) if ret.working_dir else None)
+
+
+def objective_values(
+    value: Any, objectives: Sequence[str], n_objectives: int, output_dir: Path | None
+) -> tuple[list[float], Mapping[str, Any]]:
+    """The objective values of one job and the result mapping they came from (may be {})."""
+    result: Mapping[str, Any] = {}
+    if value is None and output_dir is not None and (output_dir / "results.json").is_file():
+        result = json.loads((output_dir / "results.json").read_text())
+    elif isinstance(value, Mapping | DictConfig):
+        result = value
+    if objectives:
+        if not result:
+            raise ValueError(
+                f"the job returned {type(value).__name__} and wrote no results.json in "
+                f"{output_dir}; cannot read objectives {list(objectives)}"
+            )
+        values = [float(lookup(result, key)) for key in objectives]
+    elif isinstance(value, int | float):
+        values = [float(value)]
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = [float(v) for v in value]
+    else:
+        raise ValueError(
+            f"the job returned {type(value).__name__}; set hydra.sweeper.objectives to the "
+            "result keys to optimise"
+        )
+    if len(values) != n_objectives:
+        raise ValueError(f"got {len(values)} objective values for {n_objectives} directions")
+    return values, result
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def absolute_sqlite(url: str) -> str:
+    """Make a relative SQLite path absolute (jobs may run in another working directory)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        path = url[len(prefix) :]
+        if path and path != ":memory:":
+            return prefix + str(Path(path).resolve())
+    return url
+
+
+def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | None) -> Any:
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # several worker processes share the file: wait for locks instead of failing at once
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    if heartbeat_interval:
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    # Workers starting together on a new database race to create its tables; the loser sees
+    # an integrity/lock error, and a retry finds the tables in place.
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, OperationalError) as e:
+            if attempt == 4:
+                raise
+            log.info(f"storage not ready ({type(e).__name__}); retrying")
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
+class _Heartbeats:
+    """Record heartbeats of in-flight trials so a dead worker's trials can be failed later."""
+
+    def __init__(self, storage: Any, trial_ids: Sequence[int], interval: int | None) -> None:
+        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _beat(self) -> None:
+        for tid in self.trial_ids:
+            self.storage.record_heartbeat(tid)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat()
+            except Exception as e:  # a missed beat must not kill the sweep
+                log.warning(f"optuna heartbeat failed: {e}")
+
+    def __enter__(self) -> _Heartbeats:
+        if self.interval:
+            self._beat()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+# ----------------------------------------------------------------------------- sweeper
+
+
+def tell(study: optuna.Study, trial: optuna.trial.Trial, *args: Any, **kwargs: Any) -> bool:
+    """``study.tell`` that lets the sampler stop the study; True when it asked to stop.
+
+    Grid and brute-force samplers call ``study.stop()`` from ``after_trial`` once the space is
+    exhausted; Optuna allows that only inside ``study.optimize`` and otherwise raises before
+    the trial's state is stored. Marking the thread as inside the loop (as ``optimize`` does)
+    keeps ask/tell usable with those samplers.
+    """
+    local = getattr(study, "_thread_local", None)
+    if local is None or not hasattr(study, "_stop_flag"):  # another Optuna layout: plain tell
+        study.tell(trial, *args, **kwargs)
+        return False
+    previous = getattr(local, "in_optimize_loop", False)
+    local.in_optimize_loop, study._stop_flag = True, False
+    try:
+        study.tell(trial, *args, **kwargs)
+    finally:
+        local.in_optimize_loop = previous
+    return bool(study._stop_flag)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class OptunaSweeperImpl:
+    def __init__(
+        self,
+        sampler: Any,
+        pruner: Any,
+        direction: Any,
+        objectives: Sequence[str],
+        report_keys: Sequence[str],
+        study_name: str | None,
+        storage: str | None,
+        load_if_exists: bool,
+        n_trials: int,
+        n_jobs: int,
+        heartbeat_interval: int | None,
+        grace_period: int | None,
+        budget: Any,
+        params: Mapping[str, Any] | None,
+        write_report: bool,
+    ) -> None:
+        self.sampler = sampler
+        self.pruner = pruner
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        self.directions = [str(d) for d in directions]
+        self.objectives = list(objectives or [])
+        self.report_keys = list(report_keys or [])
+        self.study_name = study_name
+        self.storage_url = storage
+        self.load_if_exists = load_if_exists
+        self.n_trials = int(n_trials)
+        self.n_jobs = max(1, int(n_jobs))
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.budget = budget
+        self.params = params
+        self.write_report = write_report
+        if self.objectives and len(self.objectives) != len(self.directions):
+            raise HydraException(
+                f"hydra.sweeper: {len(self.objectives)} objectives {self.objectives} but "
+                f"{len(self.directions)} directions {self.directions}"
+            )
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        # the pruner's config (not the instantiated object) travels to the jobs
+        pruner_cfg = OmegaConf.select(config, "hydra.sweeper.pruner")
+        self.pruner_json = (
+            json.dumps(OmegaConf.to_container(pruner_cfg, resolve=True)) if pruner_cfg else ""
+        )
+        self.study_name = self.study_name or str(config.hydra.job.name)
+
+    # -- the loop
+
+    def sweep(self, arguments: list[str]) -> Any:
+        import optuna
+        from optuna.trial import TrialState
+
+        space = SearchSpace.parse(
+            OmegaConf.to_container(self.params, resolve=False)
+            if isinstance(self.params, DictConfig)
+            else self.params,
+            arguments,
+        )
+        if not space.distributions:
+            raise HydraException("hydra.sweeper.params defines no search space")
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        url = absolute_sqlite(self.storage_url or f"sqlite:///{self.sweep_dir.resolve()}/optuna.db")
+        storage = make_storage(url, self.heartbeat_interval, self.grace_period)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            pruner=self.pruner,
+            directions=self.directions,
+            load_if_exists=self.load_if_exists,
+        )
+        log.info(
+            f"Optuna study {self.study_name!r} ({', '.join(self.directions)}) in "
+            f"{_redacted(url)}; search space: {space.distributions}"
+        )
+        budget_fn = None
+        if self.budget is not None and self.budget.get("max") is not None:
+            module, _, name = str(self.budget.fn).rpartition(".")
+            budget_fn = getattr(import_module(module), name)
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        returns: list[Sequence[JobReturn]] = []
+        over_budget_streak = 0
+        self._stop = False
+        while not self._stop:
+            if self.heartbeat_interval:
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False, states=counted)
+            remaining = self.n_trials - sum(not t.user_attrs.get("over_budget") for t in trials)
+            if remaining <= 0:
+                break
+            batch: list[tuple[optuna.trial.Trial, list[str]]] = []
+            while len(batch) < min(self.n_jobs, remaining) and not self._stop:
+                with warnings.catch_warnings():  # we record the heartbeats ourselves
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = study.ask(space.distributions)
+                overrides = space.overrides(trial.params)
+                if budget_fn is not None:
+                    cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+                    value = float(budget_fn(cfg))
+                    trial.set_user_attr(self.budget.name, value)
+                    if value > float(self.budget.max):
+                        trial.set_user_attr("over_budget", True)
+                        self._stop |= tell(study, trial, state=TrialState.PRUNED)
+                        log.info(
+                            f"trial {trial.number} {trial.params}: {self.budget.name}="
+                            f"{value:.4g} > {self.budget.max:.4g}, not run"
+                        )
+                        over_budget_streak += 1
+                        if over_budget_streak >= MAX_OVER_BUDGET_STREAK:
+                            raise HydraException(
+                                f"{MAX_OVER_BUDGET_STREAK} trials in a row exceeded the budget "
+                                f"{self.budget.name} <= {self.budget.max}: shrink the space"
+                            )
+                        continue
+                over_budget_streak = 0
+                batch.append((trial, overrides + self._job_overrides(url, trial.number)))
+            if not batch:
+                break
+            ids = [t._trial_id for t, _ in batch]  # heartbeats are keyed by storage trial id
+            with _Heartbeats(storage, ids, self.heartbeat_interval):
+                results = self.launcher.launch(
+                    [ov for _, ov in batch], initial_job_idx=batch[0][0].number
+                )
+            for (trial, _), ret in zip(batch, results, strict=True):
+                self._tell(study, trial, ret)
+            returns.append(results)
+        if self.write_report:
+            self.report(study)
+        return returns
+
+    def _job_overrides(self, url: str, number: int) -> list[str]:
+        env = {
+            ENV_VARS["storage"]: url,
+            ENV_VARS["study"]: self.study_name,
+            ENV_VARS["trial"]: str(number),
+            ENV_VARS["pruner"]: self.pruner_json,
+        }
+        return [f"hydra.sweep.subdir=trial_{number}"] + [
+            f"++hydra.job.env_set.{k}={_quoted(v)}" for k, v in env.items()
+        ]
+
+    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        out_dir = job_output_dir(ret)
+        if out_dir is not None:
+            trial.set_user_attr("output_dir", str(out_dir))
+        try:
+            value = ret.return_value
+        except optuna.TrialPruned as e:
+            log.info(f"trial {trial.number} pruned: {e}")
+            self._stop |= tell(study, trial, state=TrialState.PRUNED)
+            return
+        except Exception as e:
+            self._fail(study, trial, f"{type(e).__name__}: {e}")
+            return
+        try:
+            values, result = objective_values(value, self.objectives, len(self.directions), out_dir)
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            self._fail(study, trial, f"{type(e).__name__}: {e}")
+            return
+        for key in self.report_keys:
+            with contextlib.suppress(KeyError):
+                trial.set_user_attr(key, _plain(lookup(result, key)))
+        if not all(math.isfinite(v) for v in values):
+            self._fail(study, trial, f"non-finite objective values {values}")
+            return
+        self._stop |= tell(study, trial, values)
+        log.info(f"trial {trial.number} {trial.params} -> {values}")
+
+    def _fail(self, study: optuna.Study, trial: optuna.trial.Trial, reason: str) -> None:
+        from optuna.trial import TrialState
+
+        log.warning(f"trial {trial.number} failed: {reason}")
+        trial.set_user_attr("error", reason[:2000])
+        self._stop |= tell(study, trial, state=TrialState.FAIL)
+
+    # -- outputs
+
+    def report(self, study: optuna.Study) -> list[Path]:
+        """Write the trials table, the best/Pareto trials and the CER-vs-cost figure."""
+        from hydra_plugins.emg2qwerty_optuna_sweeper.report import write_study_report
+
+        macs_key = self.budget.name if self.budget is not None else "macs_per_second"
+        return write_study_report(study, self.sweep_dir, self.objectives, macs_key)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _redacted(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<storage>"
+
+
+__all__ = ["OptunaSweeperImpl", "SearchSpace", "lookup", "objective_values", "override_str"]

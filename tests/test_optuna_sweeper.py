@@ -1,0 +1,189 @@
+"""The Optuna sweeper plugin on a stand-in Hydra app (tests/optuna_app, milliseconds a trial):
+search space, failed / non-finite / pruned trials, budget, multi-objective Pareto set, two
+workers on one SQLite study, resume after an interrupted worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from emg2qwerty_ssm.pareto import non_dominated
+from hydra_plugins.emg2qwerty_optuna_sweeper._impl import SearchSpace, lookup
+
+APP = Path(__file__).parent / "optuna_app" / "app.py"
+
+
+def _sweep(tmp: Path, *overrides: str, wait: bool = True) -> subprocess.Popen | None:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(APP), "-m", *overrides]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    return None
+
+
+def _study(db: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def test_search_space_from_override_grammar_and_dicts() -> None:
+    space = SearchSpace.parse(
+        {
+            "lr": "tag(log, interval(1e-4, 1e-2))",
+            "layers": "range(2, 9, 2)",
+            "width": "interval(16, 256)",
+            "channels": "choice([48,96,150],[96,192,150])",
+            "wd": {"type": "float", "low": 0.0, "high": 0.1},
+            "act": {"type": "categorical", "choices": ["gelu", "relu"]},
+            "seed": 3,
+        },
+        ["layers=range(1, 4)", "name='a b'"],
+    )
+    d = space.distributions
+    assert d["lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert d["layers"] == IntDistribution(1, 3)  # the command line wins; range excludes stop
+    assert d["width"] == FloatDistribution(16, 256)
+    assert d["channels"] == CategoricalDistribution(["[48,96,150]", "[96,192,150]"])
+    assert d["wd"] == FloatDistribution(0.0, 0.1) and d["act"].choices == ("gelu", "relu")
+    assert sorted(space.fixed) == ["name='a b'", "seed=3"]  # fixed for every trial
+    ovs = space.overrides({"channels": "[96,192,150]", "act": "gelu", "lr": 0.001})
+    assert "channels=[96,192,150]" in ovs and "act=gelu" in ovs and "lr=0.001" in ovs
+    assert SearchSpace.parse({}, ["n=range(0, 10, 3)"]).distributions["n"] == IntDistribution(
+        0, 9, step=3
+    )
+
+
+def test_lookup_nested_keys_with_slashes() -> None:
+    result = {"metrics": {"val/paper/greedy": {"CER": 12.5}}, "logged": {"best/val/CER": 3.0}}
+    assert lookup(result, "metrics.val/paper/greedy.CER") == 12.5
+    assert lookup(result, "logged.best/val/CER") == 3.0
+    with pytest.raises(KeyError, match="metrics.test"):
+        lookup(result, "metrics.test")
+
+
+def test_failed_nonfinite_and_pruned_trials_are_recorded(tmp_path: Path) -> None:
+    sweep = tmp_path / "single"
+    _sweep(
+        tmp_path,
+        f"hydra.sweep.dir={sweep}",
+        "kind=choice(ok,fail,nonfinite,prune)",
+        "x=choice(2)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.BruteForceSampler,seed:0}",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:50}",
+    )
+    trials = {t.params["kind"]: t for t in _study(sweep / "optuna.db", "toy").trials}
+    assert sorted(trials) == ["fail", "nonfinite", "ok", "prune"]  # the study went on
+    assert trials["ok"].state == TrialState.COMPLETE and trials["ok"].values == [1.0]
+    assert trials["fail"].state == TrialState.FAIL
+    assert "boom" in trials["fail"].user_attrs["error"]
+    assert trials["nonfinite"].state == TrialState.FAIL
+    assert "non-finite" in trials["nonfinite"].user_attrs["error"]
+    assert trials["prune"].state == TrialState.PRUNED
+    assert trials["prune"].intermediate_values == {0: 100.0}  # reported from inside the job
+    for t in trials.values():
+        assert (sweep / f"trial_{t.number}" / "ran.txt").is_file()
+    best = json.loads((sweep / "optuna_best.json").read_text())
+    assert [b["params"]["kind"] for b in best["best_trials"]] == ["ok"]
+    assert best["trial_counts"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 2}
+    assert len((sweep / "optuna_trials.csv").read_text().strip().splitlines()) == 5
+
+
+def test_multi_objective_with_budget_writes_the_pareto_set(tmp_path: Path) -> None:
+    sweep = tmp_path / "multi"
+    _sweep(
+        tmp_path,
+        f"hydra.sweep.dir={sweep}",
+        "x=interval(0, 3)",
+        "y=interval(0, 1)",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.objectives=[metrics.val/window/greedy.CER,macs_per_second]",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.NSGAIISampler,seed:0,population_size:4}",
+        "hydra.sweeper.budget.fn=app.cost",
+        "hydra.sweeper.budget.max=1000",
+    )
+    study = _study(sweep / "optuna.db", "toy")
+    over = [t for t in study.trials if t.user_attrs.get("over_budget")]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 8  # over-budget trials do not count towards n_trials
+    assert all(t.values[1] <= 1000 for t in done)
+    for t in over:  # computed from the composed config, never launched
+        assert t.state == TrialState.PRUNED and t.user_attrs["macs_per_second"] > 1000
+        assert not (sweep / f"trial_{t.number}").exists()
+    best = json.loads((sweep / "optuna_best.json").read_text())
+    front = [
+        t.number
+        for t, keep in zip(done, non_dominated([tuple(t.values) for t in done]), strict=True)
+        if keep
+    ]
+    assert sorted(b["number"] for b in best["best_trials"]) == sorted(front)
+    table = json.loads((sweep / "optuna_pareto.json").read_text())
+    assert sorted(table["front"]) == sorted(f"trial_{n}" for n in front)
+    assert (sweep / "optuna_pareto.png").stat().st_size > 0
+    assert (sweep / "optuna_pareto.svg").is_file()
+
+
+def test_two_workers_share_one_study_and_a_later_run_resumes(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    common = [
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.study_name=shared",
+        "x=interval(0, 3)",
+        "sleep=0.3",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.RandomSampler,seed:0}",
+    ]
+    procs = [
+        _sweep(
+            tmp_path,
+            *common,
+            f"hydra.sweep.dir={tmp_path / f'w{i}'}",
+            "hydra.sweeper.n_trials=6",
+            wait=False,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        assert p is not None
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out
+    trials = _study(db, "shared").trials
+    assert 6 <= len(trials) <= 7  # both may ask for the last slot at once
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.number for t in trials}) == len(trials)
+    by_worker = [len(list((tmp_path / f"w{i}").glob("trial_*"))) for i in range(2)]
+    assert min(by_worker) >= 1 and sum(by_worker) == len(trials)
+    first = {t.number: t.params for t in trials}
+
+    # A worker killed mid-trial leaves a RUNNING trial behind; a resumed sweep fails it once
+    # its heartbeat is stale and only runs what is missing.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=1, grace_period=1)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    stale = study.ask()
+    storage.record_heartbeat(stale._trial_id)
+    time.sleep(1.5)
+    _sweep(
+        tmp_path,
+        *common,
+        f"hydra.sweep.dir={tmp_path / 'w0'}",
+        "hydra.sweeper.n_trials=9",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=1",
+    )
+    trials = _study(db, "shared").trials
+    assert trials[stale.number].state == TrialState.FAIL
+    assert len(trials) == 9
+    assert {t.number: t.params for t in trials if t.number in first} == first
