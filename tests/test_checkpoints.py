@@ -36,7 +36,9 @@ def _save(ckpt: dict, path: Path) -> Path:
 
 
 def test_seed_checkpoint_reproduces_emissions(seed_dir: Path, io: dict) -> None:
-    model = load_model(seed_dir / "TC_S4_small.ckpt")
+    import emg2qwerty_ssm
+
+    model = emg2qwerty_ssm.load_model(seed_dir / "TC_S4_small.ckpt")
     assert not model.training
     assert sum(p.numel() for p in model.parameters()) == 388_437
     assert model.stride == 96

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from emg2qwerty_ssm import CONFIG_DIR
+
 _PRIMARY = "_model_summary_primary"
 
 
@@ -33,7 +34,7 @@ def compose_model_config(
     if not any(o.split("=", 1)[0].lstrip("+") == "model" for o in overrides):
         raise ValueError("choose a model: pass model=<name> (a file of conf/model/)")
     ConfigStore.instance().store(name=_PRIMARY, node={"defaults": [{"model": "???"}, "_self_"]})
-    config_dir = Path(config_dir or CONF_DIR).resolve()
+    config_dir = Path(config_dir or CONFIG_DIR).resolve()
     if not (config_dir / "model").is_dir():
         raise FileNotFoundError(f"no model config group at {config_dir / 'model'}")
     was_initialized = GlobalHydra.instance().is_initialized()
