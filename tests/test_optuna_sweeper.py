@@ -187,3 +187,38 @@ def test_two_workers_share_one_study_and_a_later_run_resumes(tmp_path: Path) -> 
     assert trials[stale.number].state == TrialState.FAIL
     assert len(trials) == 9
     assert {t.number: t.params for t in trials if t.number in first} == first
+
+
+def test_lightning_pruning_callback_reports_and_prunes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from emg2qwerty_ssm.optuna_pruning import OptunaPruningCallback
+    from hydra_plugins.emg2qwerty_optuna_sweeper import ENV_VARS
+
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=0,
+        callback_metrics={"val/CER": torch.tensor(10.0)},
+        strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj),
+    )
+    OptunaPruningCallback().on_validation_end(trainer, None)  # no sweep: a no-op
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(study_name="p", storage=url)
+    trial = study.ask()
+    pruner = json.dumps({"_target_": "optuna.pruners.ThresholdPruner", "upper": 50.0})
+    for key, value in (("storage", url), ("study", "p"), ("trial", "0"), ("pruner", pruner)):
+        monkeypatch.setenv(ENV_VARS[key], value)
+    callback = OptunaPruningCallback(monitor="val/CER")
+    callback.on_validation_end(trainer, None)  # 10 < 50: goes on
+    trainer.current_epoch, trainer.callback_metrics = 1, {"val/CER": torch.tensor(80.0)}
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        callback.on_validation_end(trainer, None)
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.intermediate_values == {0: 10.0, 1: 80.0}
+    assert stored.user_attrs["pruned_at_epoch"] == 1

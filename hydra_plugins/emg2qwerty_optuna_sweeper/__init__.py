@@ -6,6 +6,6 @@ and adds a shared, resumable storage, pruning from inside the job, failed-trial 
 a hard budget computed from each trial's composed config. See docs/compute.md.
 """
 
-from hydra_plugins.emg2qwerty_optuna_sweeper.trial_env import ENV_VARS, trial_from_env
+from hydra_plugins.emg2qwerty_optuna_sweeper.trial_env import ENV_VARS, PRUNED_ATTR, trial_from_env
 
-__all__ = ["ENV_VARS", "trial_from_env"]
+__all__ = ["ENV_VARS", "PRUNED_ATTR", "trial_from_env"]

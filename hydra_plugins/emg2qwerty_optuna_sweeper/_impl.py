@@ -29,7 +29,7 @@ from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hydra_plugins.emg2qwerty_optuna_sweeper.trial_env import ENV_VARS
+from hydra_plugins.emg2qwerty_optuna_sweeper.trial_env import ENV_VARS, PRUNED_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -507,7 +507,12 @@ class OptunaSweeperImpl:
         out_dir = job_output_dir(ret)
         if out_dir is not None:
             trial.set_user_attr("output_dir", str(out_dir))
+        # A pruning decision taken inside the job wins over how the job reported it (a
+        # training entry point may turn the TrialPruned exception into a failed result).
+        pruned = study._storage.get_trial(trial._trial_id).user_attrs.get(PRUNED_ATTR)
         try:
+            if pruned is not None:
+                raise optuna.TrialPruned(f"pruned at step {pruned}")
             value = ret.return_value
         except optuna.TrialPruned as e:
             log.info(f"trial {trial.number} pruned: {e}")

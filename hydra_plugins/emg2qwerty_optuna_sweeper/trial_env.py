@@ -21,6 +21,9 @@ ENV_VARS = {
     "pruner": "EMG2QWERTY_OPTUNA_PRUNER",
 }
 
+#: user attribute a job sets on its trial when it decides to prune (value: the step)
+PRUNED_ATTR = "pruned_at_epoch"
+
 
 def trial_from_env() -> optuna.trial.Trial | None:
     """The trial this process runs, or None outside an Optuna sweep.
