@@ -241,9 +241,12 @@ def plot(
             zorder=3,
             label="measured here: Pareto front",
         )
+        models = [r.model for r in records]
         for r in front:
+            # the model name when it identifies the run, else the run (directory) name
+            unique = r.model is not None and models.count(r.model) == 1
             ax.annotate(
-                r.model or r.name,
+                r.model if unique else r.name[:40],
                 (r.macs_per_second, r.cer),
                 fontsize=7,
                 xytext=(4, 4),

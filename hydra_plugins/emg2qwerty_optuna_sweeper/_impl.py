@@ -228,17 +228,17 @@ def objective_values(
         result = json.loads((output_dir / "results.json").read_text())
     elif isinstance(value, Mapping | DictConfig):
         result = value
-    if objectives:
-        if not result:
-            raise ValueError(
-                f"the job returned {type(value).__name__} and wrote no results.json in "
-                f"{output_dir}; cannot read objectives {list(objectives)}"
-            )
+    if objectives and result:
         values = [float(lookup(result, key)) for key in objectives]
-    elif isinstance(value, int | float):
+    elif isinstance(value, int | float):  # the job computed its objective itself
         values = [float(value)]
-    elif isinstance(value, Sequence) and not isinstance(value, str):
+    elif isinstance(value, Sequence | ListConfig) and not isinstance(value, str):
         values = [float(v) for v in value]
+    elif objectives:
+        raise ValueError(
+            f"the job returned {type(value).__name__} and wrote no results.json in "
+            f"{output_dir}; cannot read objectives {list(objectives)}"
+        )
     else:
         raise ValueError(
             f"the job returned {type(value).__name__}; set hydra.sweeper.objectives to the "
@@ -530,7 +530,12 @@ class OptunaSweeperImpl:
             with contextlib.suppress(KeyError):
                 trial.set_user_attr(key, _plain(lookup(result, key)))
         if not all(math.isfinite(v) for v in values):
-            self._fail(study, trial, f"non-finite objective values {values}")
+            reason = f"non-finite objective values {values}"
+            failed = out_dir / "failed.json" if out_dir is not None else None
+            if failed is not None and failed.is_file():  # the job caught its own exception
+                with contextlib.suppress(ValueError, OSError):
+                    reason += f"; the job failed: {json.loads(failed.read_text()).get('error')}"
+            self._fail(study, trial, reason)
             return
         self._stop |= tell(study, trial, values)
         log.info(f"trial {trial.number} {trial.params} -> {values}")
