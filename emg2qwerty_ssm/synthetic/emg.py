@@ -288,6 +288,20 @@ def _tonic_spikes(
 _KEY_POS = {k.name: i for i, k in enumerate(KEYS)}
 
 
+def _blockwise(x: np.ndarray, per_block: np.ndarray, block: int, op) -> None:
+    """In place: x[b*block + i] = op(x[b*block + i], per_block[b] or per_block[b, i]).
+
+    ``x`` (T, C); ``per_block`` (ceil(T / block), C) or (ceil(T / block), block, C).
+    """
+    n_t, n_ch = x.shape
+    n_full = n_t // block * block
+    values = per_block if per_block.ndim == 3 else per_block[:, None, :]
+    body = x[:n_full].reshape(-1, block, n_ch)
+    op(body, values[: n_full // block], out=body)
+    if n_full < n_t:
+        op(x[n_full:], values[n_full // block, : n_t - n_full], out=x[n_full:])
+
+
 def render(
     rng: np.random.Generator,
     anatomy: UserAnatomy,
@@ -324,20 +338,24 @@ def render(
     x = np.asarray(taps @ footprint_32)
 
     # Session effects: gains with slow drift, noise, mains; then the recording filters.
+    # Drift and mains are applied block-wise (broadcast over (blocks, block, 32) views) to
+    # avoid materialising (T, 32) copies of slowly varying or periodic arrays.
+    block = 200  # drift varies over tens of seconds: 0.1 s resolution is plenty
     knots_t = np.linspace(0.0, n_t, effects.drift.shape[0])
-    coarse = np.arange(0, n_t, 200)  # drift varies over tens of seconds: 0.1 s resolution
+    coarse = np.arange(0, n_t, block)
     drift = np.stack([np.interp(coarse, knots_t, effects.drift[:, c]) for c in range(n_ch)], 1)
-    drift = np.repeat(drift, 200, axis=0)[:n_t]
-    x *= drift * (effects.gain * anatomy.scale)[None, :]
+    drift *= (effects.gain * anatomy.scale)[None, :]
+    _blockwise(x, drift, block, np.multiply)
     x += rng.standard_normal((n_t, n_ch), dtype=np.float32) * effects.noise_uv.astype(np.float32)
-    # Mains: 60 Hz and 180 Hz repeat every 100 samples at 2 kHz; tile one period.
+    # Mains: 60 Hz and 180 Hz repeat every 100 samples at 2 kHz; add one period per block.
     period = int(round(fs / np.gcd(int(fs), int(p.mains_hz))))
     t = np.arange(period)[:, None] / fs
     mains = np.zeros((period, n_ch))
     for harmonic, rel in ((1, 1.0), (3, 0.3)):
         phase = 2 * np.pi * p.mains_hz * harmonic * t + harmonic * effects.mains_phase
         mains += rel * effects.mains_uv * np.sin(phase)
-    x += np.tile(mains, (n_t // period + 1, 1))[:n_t]
+    n_periods = -(-n_t // period)
+    _blockwise(x, np.broadcast_to(mains[None], (n_periods, period, n_ch)), period, np.add)
     sos = np.concatenate(
         [
             signal.butter(4, p.highpass_hz, "highpass", fs=fs, output="sos"),
