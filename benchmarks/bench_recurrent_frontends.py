@@ -6,6 +6,7 @@
 A training window of the paper's recipe is 10,000 raw samples (4 s + 1 s padding), i.e. 2,500
 encoder frames at 500 Hz with 72 features (TC_S4_small's MLP). For each front-end this prints
 the median time of a forward pass in eval mode, of forward + backward in training mode, and
+the EGRU recurrence with its hand-written backward against autograd through the same loop, and
 the streaming cost of the whole composed model (gru_s4_small / egru_s4_small / tc_s4_small)
 per 96-sample chunk (one output frame, 48 ms of EMG) at batch 1.
 """
@@ -22,7 +23,12 @@ from hydra import compose, initialize_config_dir
 
 from emg2qwerty_ssm.models import build_model
 from emg2qwerty_ssm.models.frontends import TemporalConvFrontend
-from emg2qwerty_ssm.models.recurrent import EGRUFrontend, GRUFrontend
+from emg2qwerty_ssm.models.recurrent import (
+    EGRUFrontend,
+    EGRUScan,
+    GRUFrontend,
+    egru_scan_reference,
+)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -75,6 +81,29 @@ def main() -> None:
         t_f = timed(fwd, args.repeats, device)
         t_fb = timed(fwd_bwd, args.repeats, device)
         print(f"{name:5s} forward {t_f * 1e3:9.1f} ms   forward+backward {t_fb * 1e3:9.1f} ms")
+
+    # The EGRU recurrence alone: hand-written BPTT (EGRUScan) vs autograd through the loop.
+    h = 64
+    gx = torch.randn(steps, args.batch, 3 * h, device=device, requires_grad=True)
+    zeros = torch.zeros(args.batch, h, device=device)
+    egru = frontends["egru"]
+    keep = (torch.rand(steps, args.batch, h, device=device) > 0.1).to(gx.dtype)
+    params = (egru.weight_hh, egru.bias_hh, egru.threshold)
+
+    def scan_fast():
+        ys, _, _ = EGRUScan.apply(gx, zeros, zeros, *params, keep, 1.0, 0.7, 1.0)
+        ys.sum().backward()
+
+    def scan_reference():
+        ys, _ = egru_scan_reference(gx, zeros, zeros, *params, keep, 0.7, 1.0)
+        ys.sum().backward()
+
+    t_fast = timed(scan_fast, args.repeats, device)
+    t_ref = timed(scan_reference, args.repeats, device)
+    print(
+        f"EGRU recurrence forward+backward: EGRUScan {t_fast * 1e3:.1f} ms, autograd "
+        f"reference {t_ref * 1e3:.1f} ms ({t_ref / t_fast:.2f}x)"
+    )
 
     with initialize_config_dir(str(CONF), version_base=None):
         for model_name in ("tc_s4_small", "gru_s4_small", "egru_s4_small"):

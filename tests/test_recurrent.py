@@ -14,9 +14,13 @@ from emg2qwerty_ssm.cost import model_card
 from emg2qwerty_ssm.models import build_model
 from emg2qwerty_ssm.models.recurrent import (
     EGRUFrontend,
+    EGRUScan,
     GRUFrontend,
     SpikeFunction,
+    activity_rates,
+    egru_scan_reference,
     gru_cell,
+    reset_activity,
 )
 
 FRONTENDS = [GRUFrontend, EGRUFrontend]
@@ -163,6 +167,43 @@ def test_egru_loads_gru_weights_and_fires_with_its_rule():
     torch.testing.assert_close(y[1], torch.where(c1 > theta, c1, torch.zeros_like(c1)))
     torch.testing.assert_close(c, c1 - (c1 > theta).double() * theta)
     torch.testing.assert_close(y_last, y[1])
+
+
+@pytest.mark.parametrize("zoneout", ["mask", 0.9, 1.0])
+def test_egru_scan_backward_matches_autograd_reference(zoneout):
+    """The hand-written BPTT equals autograd through the step-by-step reference (float64)."""
+    torch.manual_seed(12)
+    steps, batch, h = 30, 3, 6
+    gen = torch.Generator().manual_seed(0)
+
+    def leaf(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_()
+
+    gx, c0, y0 = leaf(steps, batch, 3 * h, scale=2.0), leaf(batch, h, scale=0.5), leaf(batch, h)
+    w, b = leaf(3 * h, h, scale=0.7), leaf(3 * h, scale=0.3)
+    theta = torch.rand(h, generator=gen, dtype=torch.float64).mul(0.6).requires_grad_()
+    keep = (torch.rand(steps, batch, h, generator=gen) > 0.2).double()
+    weights = torch.randn(steps, batch, h, generator=gen, dtype=torch.float64)
+    inputs = (gx, c0, y0, w, b, theta)
+    results = []
+    for use_reference in (True, False):
+        if use_reference:
+            k = keep if zoneout == "mask" else zoneout
+            ys, c = egru_scan_reference(gx, c0, y0, w, b, theta, k, 0.7, 1.0)
+        else:
+            k_mask, k_const = (keep, 1.0) if zoneout == "mask" else (None, zoneout)
+            ys, c, events = EGRUScan.apply(gx, c0, y0, w, b, theta, k_mask, k_const, 0.7, 1.0)
+            assert events == (ys != 0).sum()
+        loss = (ys * weights).sum() + c.square().sum()
+        results.append((ys.detach(), c.detach(), torch.autograd.grad(loss, inputs)))
+    (ys_ref, c_ref, g_ref), (ys_new, c_new, g_new) = results
+    assert 0.1 < (ys_ref != 0).double().mean() < 0.9  # both branches of the step are exercised
+    torch.testing.assert_close(ys_new, ys_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_new, c_ref, rtol=0, atol=1e-12)
+    names = ["gx", "c0", "y0", "weight_hh", "bias_hh", "theta"]
+    for name, a, e in zip(names, g_new, g_ref, strict=True):
+        assert e.abs().sum() > 0, name
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10, msg=name)
 
 
 def test_spike_function_pseudo_derivative():
@@ -325,4 +366,9 @@ def test_recurrent_models_stream_like_offline(name):
     if name == "egru_s4_small":
         rate = model.frontend.activity_rate
         assert 0.0 < rate < 1.0
+        assert activity_rates(model) == {"frontend": rate}
         assert card["event_macs_per_second"] < card["macs_per_second"]
+        reset_activity(model)
+        assert activity_rates(model) == {}
+    else:
+        assert activity_rates(model) == {}

@@ -350,6 +350,137 @@ def gru_cell(
     return n + z * (c_prev - n)  # = (1 - z) * n + z * c_prev
 
 
+def egru_scan_reference(
+    gx_all: torch.Tensor,
+    c: torch.Tensor,
+    y: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_hh: torch.Tensor,
+    theta: torch.Tensor,
+    keep: torch.Tensor | float,
+    gamma: float,
+    epsilon: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The EGRU recurrence step by step under autograd: the specification of :class:`EGRUScan`.
+
+    ``gx_all`` ``(T, N, 3H)`` input projections, ``c``/``y`` ``(N, H)`` the state and sparse
+    output before the first step, ``keep`` the zoneout weight of the new state (a ``(T, N, H)``
+    0/1 mask in training, ``1 - p`` in eval). Returns the outputs ``(T, N, H)`` and the last
+    state ``c``. Used by the tests to check :class:`EGRUScan`'s hand-written backward.
+    """
+    outputs = []
+    for t, gx in enumerate(gx_all.unbind(0)):
+        c_new = gru_cell(gx, y, c, weight_hh, bias_hh)
+        c_new = c + (c_new - c) * (keep[t] if isinstance(keep, torch.Tensor) else keep)
+        event = SpikeFunction.apply(c_new - theta, gamma, epsilon)
+        y = event * c_new
+        c = c_new - event * theta
+        outputs.append(y)
+    return torch.stack(outputs), c
+
+
+class EGRUScan(torch.autograd.Function):
+    """The EGRU recurrence over a sequence with a hand-written backward pass (BPTT).
+
+    ``apply(gx_all, c0, y0, weight_hh, bias_hh, theta, keep, keep_const, gamma, epsilon) ->
+    (ys (T, N, H), c_T (N, H), number of events)``; ``keep`` is the training zoneout mask
+    ``(T, N, H)`` or None, then ``keep_const`` (``1 - p`` in eval, 1 without zoneout) is used.
+    Same values and gradients as :func:`egru_scan_reference` (tested). Written by hand because
+    autograd over a Python loop of ~20 small ops per step spends most of its time on graph
+    bookkeeping: here the forward records no graph and the backward is one loop of plain
+    tensor ops.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        gx_all: torch.Tensor,
+        c0: torch.Tensor,
+        y0: torch.Tensor,
+        weight_hh: torch.Tensor,
+        bias_hh: torch.Tensor,
+        theta: torch.Tensor,
+        keep: torch.Tensor | None,
+        keep_const: float,
+        gamma: float,
+        epsilon: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        steps, batch, three_h = gx_all.shape
+        h = three_h // 3
+        # Per-step results are written straight into the buffers the backward needs (out=).
+        ys, n_all, c_new_all = (gx_all.new_empty(steps, batch, h) for _ in range(3))
+        gh_all = gx_all.new_empty(steps, batch, 3 * h)
+        rz_all = gx_all.new_empty(steps, batch, 2 * h)
+        c_all = gx_all.new_empty(steps + 1, batch, h)  # c_all[t]: state before step t
+        c_all[0] = c0
+        w_t = weight_hh.t()
+        zero = gx_all.new_zeros(())
+        y = y0
+        for t in range(steps):
+            gx, gh, rz, c = gx_all[t], gh_all[t], rz_all[t], c_all[t]
+            torch.addmm(bias_hh, y, w_t, out=gh)
+            torch.sigmoid(gx[:, : 2 * h] + gh[:, : 2 * h], out=rz)
+            n = torch.tanh(torch.addcmul(gx[:, 2 * h :], rz[:, :h], gh[:, 2 * h :]), out=n_all[t])
+            c_hat = torch.lerp(n, c, rz[:, h:])  # (1 - z) * n + z * c
+            k = keep[t] if keep is not None else keep_const
+            c_new = torch.lerp(c, c_hat, k, out=c_new_all[t])
+            fired = c_new > theta
+            y = torch.where(fired, c_new, zero, out=ys[t])
+            torch.where(fired, c_new - theta, c_new, out=c_all[t + 1])
+        events = (c_new_all > theta).sum().to(gx_all.dtype)
+        ctx.save_for_backward(y0, ys, rz_all, n_all, gh_all, c_all, c_new_all, weight_hh, theta)
+        ctx.keep, ctx.keep_const, ctx.gamma, ctx.epsilon = keep, keep_const, gamma, epsilon
+        ctx.mark_non_differentiable(events)
+        return ys, c_all[steps].clone(), events
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_ys: torch.Tensor | None, grad_c: torch.Tensor | None, _: Any
+    ) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        y0, ys, rz_all, n_all, gh_all, c_all, c_new_all, weight_hh, theta = saved
+        steps, batch, h = n_all.shape
+        # Everything that does not depend on the incoming gradient, for all steps at once.
+        r, z = rz_all[..., :h], rz_all[..., h:]
+        v = c_new_all - theta
+        event = (v > 0).to(v.dtype)
+        surrogate = ctx.gamma * torch.clamp(1.0 - v.abs() / ctx.epsilon, min=0.0)
+        one_minus_z = 1.0 - z
+        to_a_n = one_minus_z * (1.0 - n_all * n_all)  # c_hat -> pre-tanh of n
+        to_a_z = (c_all[:-1] - n_all) * z * one_minus_z  # c_hat -> pre-sigmoid of z
+        to_a_r = gh_all[..., 2 * h :] * r * (1.0 - r)  # pre-tanh of n -> pre-sigmoid of r
+        keep = ctx.keep if ctx.keep is not None else ctx.keep_const
+        if grad_ys is None:
+            grad_ys = torch.zeros_like(n_all)
+        dc = torch.zeros_like(y0) if grad_c is None else grad_c.clone()
+        dy_rec = torch.zeros_like(y0)
+        d_gh = n_all.new_empty(steps, batch, 3 * h)
+        d_a_n = n_all.new_empty(steps, batch, h)
+        dv_all, dc_all = n_all.new_empty(steps, batch, h), n_all.new_empty(steps, batch, h)
+        for t in range(steps - 1, -1, -1):
+            dy = grad_ys[t] + dy_rec
+            dc_all[t] = dc
+            # y = event * c_new, c = c_new - event * theta, event = H(c_new - theta)
+            dv = torch.mul(torch.addcmul(dy * c_new_all[t], dc, theta, value=-1.0), surrogate[t])
+            dv_all[t] = dv
+            dc_new = torch.addcmul(dc + dv, dy, event[t])
+            # zoneout: c_new = c + k * (c_hat - c); c_hat = (1 - z) * n + z * c
+            dc_hat = dc_new * (keep[t] if isinstance(keep, torch.Tensor) else keep)
+            dc = torch.addcmul(dc_new, dc_hat, one_minus_z[t], value=-1.0)
+            a_n = torch.mul(dc_hat, to_a_n[t], out=d_a_n[t])
+            torch.mul(a_n, to_a_r[t], out=d_gh[t, :, :h])
+            torch.mul(dc_hat, to_a_z[t], out=d_gh[t, :, h : 2 * h])
+            torch.mul(a_n, r[t], out=d_gh[t, :, 2 * h :])
+            dy_rec = d_gh[t] @ weight_hh
+        d_gx = torch.cat([d_gh[..., : 2 * h], d_a_n], dim=-1)
+        flat_gh = d_gh.reshape(-1, 3 * h)
+        # the gates of step t read the output of step t - 1
+        y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]]).reshape(-1, h)
+        d_weight = flat_gh.t() @ y_prev
+        d_theta = -(dc_all * event + dv_all).sum(dim=(0, 1))
+        return d_gx, dc, dy_rec, d_weight, flat_gh.sum(0), d_theta, None, None, None, None
+
+
 class EGRUFrontend(_BlockReducedRecurrent):
     """Event-based GRU front-end (Subramoney et al., ICLR 2023), plain PyTorch.
 
@@ -436,37 +567,29 @@ class EGRUFrontend(_BlockReducedRecurrent):
         steps = x.shape[0]
         if steps == 0:
             return x.new_zeros(0, x.shape[1], self.d_hidden), state
-        theta = self.threshold
         # One matmul for the input projections of all steps; only the recurrent part loops.
         gx_all = F.linear(x, self.weight_ih, self.bias_ih)
         p = self.zoneout
-        keep_new = None
+        keep = None
         if p > 0 and self.training:
-            keep_new = torch.empty(steps, *c.shape, device=x.device, dtype=x.dtype).bernoulli_(
-                1.0 - p
-            )
-        gamma, eps = self.dampening_factor, self.pseudo_derivative_support
-        outputs = []
-        event_count = x.new_zeros(())
-        # unbind, not gx_all[t]: indexing's backward writes a full-size zero tensor per step
-        # (quadratic in the sequence length), unbind's backward stacks the gradients once.
-        for t, gx in enumerate(gx_all.unbind(0)):
-            c_new = gru_cell(gx, y, c, self.weight_hh, self.bias_hh)
-            if keep_new is not None:
-                c_new = c + (c_new - c) * keep_new[t]
-            elif p > 0:
-                c_new = c + (1.0 - p) * (c_new - c)
-            event = SpikeFunction.apply(c_new - theta, gamma, eps)
-            y = event * c_new
-            c = c_new - event * theta
-            outputs.append(y)
-            event_count = event_count + event.detach().sum()
-        events = float(event_count)
-        unit_steps = steps * c.shape[0] * c.shape[1]
-        self._events += events
+            keep = torch.empty(steps, *c.shape, device=x.device, dtype=x.dtype).bernoulli_(1 - p)
+        ys, c, events = EGRUScan.apply(
+            gx_all,
+            c,
+            y,
+            self.weight_hh,
+            self.bias_hh,
+            self.threshold,
+            keep,
+            1.0 - p,
+            self.dampening_factor,
+            self.pseudo_derivative_support,
+        )
+        unit_steps = ys.numel()
+        self._events += float(events)
         self._unit_steps += unit_steps
-        self.last_activity_rate = events / unit_steps
-        return torch.stack(outputs), (c, y)
+        self.last_activity_rate = float(events) / unit_steps
+        return ys, (c, ys[-1])
 
     def _recurrent_params(self) -> int:
         return sum(
@@ -487,3 +610,19 @@ class EGRUFrontend(_BlockReducedRecurrent):
         h = self.d_hidden
         dense_in = 3 * self.in_features * h * step_rate_hz
         return {"event_macs_per_s": dense_in + 3 * h * h * step_rate_hz * activity}
+
+
+def reset_activity(model: nn.Module) -> None:
+    """Forget the activity statistics of every EGRU in ``model`` (e.g. before a test pass)."""
+    for module in model.modules():
+        if isinstance(module, EGRUFrontend):
+            module.reset_activity()
+
+
+def activity_rates(model: nn.Module) -> dict[str, float]:
+    """``{module name: activity_rate}`` of every EGRU in ``model`` that has run (for logging)."""
+    return {
+        name: module.activity_rate
+        for name, module in model.named_modules()
+        if isinstance(module, EGRUFrontend) and module.activity_rate is not None
+    }
