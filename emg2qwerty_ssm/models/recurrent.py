@@ -392,7 +392,7 @@ class EGRUScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         gx_all: torch.Tensor,
         c0: torch.Tensor,
@@ -434,7 +434,7 @@ class EGRUScan(torch.autograd.Function):
         return ys, c_all[steps].clone(), events
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_ys: torch.Tensor | None, grad_c: torch.Tensor | None, _: Any
     ) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
