@@ -38,17 +38,18 @@ def _init_worker(cls: type, config: dict) -> None:
 
 
 def _decode_one(emissions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Raw arrays back, so that workers never import the data module (and torch).
     assert _WORKER_DECODER is not None
     _WORKER_DECODER.reset()
-    out = _WORKER_DECODER.decode(emissions, np.arange(len(emissions)))
-    return out.labels, out.timestamps
+    return _WORKER_DECODER._decode(emissions, np.arange(len(emissions)))
 
 
 class Decoder:
     """Base class: ``decode`` (online, stateful until ``reset``) and ``decode_batch``.
 
-    Subclasses implement ``reset``, ``decode`` and ``_config`` (constructor kwargs, used to
-    rebuild the decoder in worker processes).
+    Subclasses implement ``reset``, ``_decode`` (validated emissions -> labels and onsets of
+    the best hypothesis so far) and ``_config`` (constructor kwargs, used to rebuild the
+    decoder in worker processes and when unpickling).
     """
 
     def __init__(self, _charset: CharacterSet | None = None, num_workers: int = 0) -> None:
@@ -65,7 +66,25 @@ class Decoder:
 
     def decode(
         self, emissions: np.ndarray, timestamps: Sequence | np.ndarray, finish: bool = False
-    ):
+    ) -> LabelData:
+        """Continue decoding with the next T frames (state persists until ``reset()``).
+
+        Args:
+            emissions: (T, 99) natural-log probabilities (numpy or torch), blank = 98.
+            timestamps: (T,) time of each frame (any monotonic unit), used as onsets.
+            finish: the sequence ends here (the beam decoder adds end-of-sentence LM
+                scores; greedy ignores it).
+
+        Returns:
+            LabelData of the best hypothesis so far, with one onset per character.
+        """
+        emissions, timestamps = self._check_inputs(emissions, timestamps)
+        labels, onsets = self._decode(emissions, timestamps, finish)
+        return self._label_data(labels, onsets)
+
+    def _decode(
+        self, emissions: np.ndarray, timestamps: np.ndarray, finish: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def _config(self) -> dict:
@@ -107,14 +126,10 @@ class Decoder:
         items = [emissions[: int(lengths[i]), i] for i in range(n)]
         workers = self.num_workers if num_workers is None else int(num_workers)
         if workers > 1 and n > 1:
-            from emg2qwerty_ssm.data import LabelData
-
-            pool = self._get_pool(workers)
-            results = pool.map(_decode_one, items)
-            return [
-                LabelData.from_labels(labels.tolist(), stamps, _charset=self._charset)
-                for labels, stamps in results
-            ]
+            for item in items:  # check here: a worker's error would be harder to read
+                self._check_inputs(item, np.arange(len(item)))
+            results = list(self._get_pool(workers).map(_decode_one, items))
+            return [self._label_data(labels, onsets) for labels, onsets in results]
         decoded = []
         for item in items:
             self.reset()
@@ -170,9 +185,10 @@ class Decoder:
                 f"over the charset's {self.num_classes} classes, blank last), got "
                 f"{tuple(emissions.shape)}"
             )
-        if timestamps.shape != (len(emissions),):
+        if timestamps.shape != (len(emissions),) or timestamps.dtype.kind not in "iuf":
             raise ValueError(
-                f"decode: timestamps must have shape ({len(emissions)},), got {timestamps.shape}"
+                f"decode: timestamps must be numbers of shape ({len(emissions)},), got "
+                f"{timestamps.dtype} of shape {timestamps.shape}"
             )
         emissions = emissions.astype(np.float64, copy=False)
         bad = np.isnan(emissions) | (emissions == np.inf)

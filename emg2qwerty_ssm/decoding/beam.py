@@ -28,7 +28,6 @@ references once they grow large, so long online sessions run in bounded memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from itertools import repeat
 
 import numpy as np
@@ -178,20 +177,10 @@ class CTCBeamDecoder(Decoder):
         self._it[_LAST] = self.num_classes  # "no label": never kept, never repeated
 
     # ------------------------------------------------------------------ decoding
-    def decode(
-        self, emissions: np.ndarray, timestamps: Sequence | np.ndarray, finish: bool = False
-    ):
-        """Continue decoding with emissions (T, 99) natural-log probabilities.
-
-        Args:
-            emissions: (T, 99) log-probabilities of the next T frames.
-            timestamps: (T,) onset time of each frame (any monotonic unit).
-            finish: add the end-of-sentence LM score to every prefix and re-rank.
-
-        Returns:
-            LabelData of the best prefix so far, with per-character onset timestamps.
-        """
-        emissions, timestamps = self._check_inputs(emissions, timestamps)
+    def _decode(
+        self, emissions: np.ndarray, timestamps: np.ndarray, finish: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the beam over emissions (T, 99) float64; returns the best labels/onsets."""
         t_count = len(emissions)
         if t_count:
             k = self._k
@@ -392,7 +381,7 @@ class CTCBeamDecoder(Decoder):
         """(B,) total log-scores (emissions + LM terms) of the current beam, best first."""
         return np.logaddexp(self._fl[_PB], self._fl[_PNB])
 
-    def _best(self):
+    def _best(self) -> tuple[np.ndarray, np.ndarray]:
         cols = self._path.cols
         parent, label, time = cols["parent"], cols["label"], cols["time"]
         node = int(self._it[_PATH, 0])
@@ -401,7 +390,7 @@ class CTCBeamDecoder(Decoder):
             chain.append(node)
             node = int(parent[node])
         chain.reverse()
-        return self._label_data(label[chain], time[chain])
+        return label[chain], time[chain]
 
     # ------------------------------------------------------------------ memory
     def _maybe_compact(self) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from emg2qwerty_ssm.charset import CharacterSet
@@ -27,14 +25,12 @@ class CTCGreedyDecoder(Decoder):
 
     def reset(self) -> None:
         self._prev = self.blank
-        self._labels: list[np.ndarray] = []
-        self._times: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        self._times: list[np.ndarray] = [np.zeros(0)]
 
-    def decode(
-        self, emissions: np.ndarray, timestamps: Sequence | np.ndarray, finish: bool = False
-    ):
-        """Continue decoding emissions (T, 99); returns LabelData of everything so far."""
-        emissions, timestamps = self._check_inputs(emissions, timestamps)
+    def _decode(
+        self, emissions: np.ndarray, timestamps: np.ndarray, finish: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         best = emissions.argmax(axis=1)
         prev = np.concatenate([[self._prev], best[:-1]])
         emit = (best != self.blank) & (best != prev)
@@ -42,6 +38,4 @@ class CTCGreedyDecoder(Decoder):
             self._prev = int(best[-1])
         self._labels.append(best[emit])
         self._times.append(np.asarray(timestamps)[emit])
-        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=np.int64)
-        times = np.concatenate(self._times) if self._times else np.zeros(0)
-        return self._label_data(labels, times)
+        return np.concatenate(self._labels), np.concatenate(self._times)
