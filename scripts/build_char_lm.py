@@ -2,15 +2,18 @@
 """Build a character n-gram KenLM (ARPA or binary) from a text corpus.
 
     python scripts/build_char_lm.py CORPUS [CORPUS ...] OUT.arpa|OUT.bin --order 6
+    python scripts/build_char_lm.py --synthetic-prompts OUT.bin --order 6
 
 Preprocessing as emg2qwerty's wikitext LM (emg2qwerty_ssm/decoding/lm_corpus.py): lower-
 cased words of the letters a-z only, one word per line, characters as space-separated
 tokens. Then KenLM's ``lmplz --discount_fallback`` (small character vocabularies break
 Kneser-Ney's discount estimation without it) and, for ``.bin``, ``build_binary``.
 
-``lmplz``/``build_binary`` are looked up in --kenlm-bin, $KENLM_BIN, build/kenlm/bin and
-PATH; build them with ``scripts/build_lmplz.sh`` (``make lm``). CORPUS may be ``-``
-(stdin). ``--corpus-out FILE`` also keeps the preprocessed text.
+``lmplz``/``build_binary`` are looked up in --kenlm-bin (only there, when given), else
+$KENLM_BIN, build/kenlm/bin and PATH; build them with ``scripts/build_lmplz.sh`` (``make
+lm``). CORPUS may be ``-`` (stdin). ``--synthetic-prompts`` adds the offline English text
+the synthetic sessions' prompts are drawn from (emg2qwerty_ssm.synthetic.text), for the
+synthetic demo's LM. ``--corpus-out FILE`` also keeps the preprocessed text.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from emg2qwerty_ssm.decoding.lm_corpus import char_lm_lines  # noqa: E402
 
 
 def find_tool(name: str, kenlm_bin: str | None) -> str:
-    candidates = [kenlm_bin, os.environ.get("KENLM_BIN"), str(REPO / "build" / "kenlm" / "bin")]
+    if kenlm_bin is not None:
+        candidates = [kenlm_bin]
+    else:
+        candidates = [os.environ.get("KENLM_BIN"), str(REPO / "build" / "kenlm" / "bin")]
     for folder in candidates:
         if folder and (Path(folder) / name).is_file():
             return str(Path(folder) / name)
-    found = shutil.which(name)
+    found = shutil.which(name) if kenlm_bin is None else None
     if found:
         return found
     sys.exit(
@@ -44,7 +50,18 @@ def find_tool(name: str, kenlm_bin: str | None) -> str:
     )
 
 
-def read_corpora(paths: list[str]):
+def synthetic_prompt_text():
+    """The prose and word list the synthetic generator draws its prompts from."""
+    from emg2qwerty_ssm.synthetic.text import load_corpus
+
+    corpus = load_corpus()
+    yield from corpus.chunks
+    yield from corpus.words
+
+
+def read_corpora(paths: list[str], synthetic: bool):
+    if synthetic:
+        yield from synthetic_prompt_text()
     for path in paths:
         if path == "-":
             yield from sys.stdin
@@ -57,13 +74,20 @@ def read_corpora(paths: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus", nargs="+", help="UTF-8 text file(s), or - for stdin")
+    parser.add_argument("corpus", nargs="*", help="UTF-8 text file(s), or - for stdin")
     parser.add_argument("out", help="output LM: *.arpa or *.bin (KenLM binary)")
     parser.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
     parser.add_argument("--kenlm-bin", help="folder with lmplz and build_binary")
     parser.add_argument("--memory", default="20%", help="lmplz -S (default 20%%)")
     parser.add_argument("--corpus-out", help="also write the preprocessed corpus here")
+    parser.add_argument(
+        "--synthetic-prompts",
+        action="store_true",
+        help="add the synthetic prompts' offline text source to the corpus",
+    )
     args = parser.parse_args(argv)
+    if not args.corpus and not args.synthetic_prompts:
+        parser.error("give at least one CORPUS file or --synthetic-prompts")
 
     out = Path(args.out)
     if out.suffix not in (".arpa", ".bin"):
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = Path(args.corpus_out) if args.corpus_out else Path(tmp) / "corpus.txt"
         n_words = 0
         with open(corpus, "w", encoding="utf-8") as f:
-            for line in char_lm_lines(read_corpora(args.corpus)):
+            for line in char_lm_lines(read_corpora(args.corpus, args.synthetic_prompts)):
                 f.write(line + "\n")
                 n_words += 1
         if n_words == 0:

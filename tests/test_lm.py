@@ -128,15 +128,12 @@ def test_corpus_preprocessing_matches_emg2qwerty():
 def test_build_char_lm_without_lmplz_says_how_to_build_it(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world\n")
-    env = {**os.environ, "PATH": "/usr/bin:/bin", "KENLM_BIN": str(tmp_path)}
     script = REPO / "scripts" / "build_char_lm.py"
-    if (REPO / "build" / "kenlm" / "bin" / "lmplz").is_file():
-        pytest.skip("lmplz is built in build/kenlm/bin; the missing-tool path is not reachable")
-    result = subprocess.run(
-        [sys.executable, script, corpus, tmp_path / "out.arpa"], env=env, capture_output=True
-    )
+    cmd = [sys.executable, script, corpus, tmp_path / "out.arpa", "--kenlm-bin", tmp_path]
+    result = subprocess.run(cmd, capture_output=True)
     assert result.returncode != 0
-    assert b"build_lmplz.sh" in result.stderr
+    assert b"lmplz not found" in result.stderr and b"build_lmplz.sh" in result.stderr
+    assert not (tmp_path / "out.arpa").exists()
 
 
 @needs_lmplz
@@ -158,6 +155,14 @@ def test_build_char_lm_arpa_and_binary(tmp_path, reference_dir):
         lm = CharLM(out)  # passes the vocabulary checks
         assert lm.in_vocab[CS.key_to_label("q")] and not lm.in_vocab[CS.key_to_label(".")]
     assert (tmp_path / "c").read_text().splitlines()[:2] == ["t h e", "q u i c k"]
+    # The synthetic demo's LM: the prompts' own text source.
+    out = tmp_path / "synthetic.arpa"
+    subprocess.run(
+        [sys.executable, script, "--synthetic-prompts", out, "--order", "3"],
+        check=True,
+        capture_output=True,
+    )
+    assert CharLM(out).in_vocab[CS.key_to_label("z")]
 
 
 @needs_lmplz
