@@ -372,3 +372,14 @@ def test_recurrent_models_stream_like_offline(name):
         assert activity_rates(model) == {}
     else:
         assert activity_rates(model) == {}
+
+
+@pytest.mark.parametrize("cls", FRONTENDS)
+def test_runs_under_bf16_autocast(cls):
+    torch.manual_seed(13)
+    m = cls(6, out_features=8, d_hidden=8).train()
+    x = torch.randn(48, 2, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    y.float().square().mean().backward()
+    assert y.shape == (2, 2, 8) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -437,6 +437,13 @@ class EGRUScan(torch.autograd.Function):
     def backward(
         ctx: Any, grad_ys: torch.Tensor | None, grad_c: torch.Tensor | None, _: Any
     ) -> tuple[torch.Tensor | None, ...]:
+        with torch.autocast(ctx.saved_tensors[0].device.type, enabled=False):
+            return EGRUScan._backward(ctx, grad_ys, grad_c)
+
+    @staticmethod
+    def _backward(
+        ctx: Any, grad_ys: torch.Tensor | None, grad_c: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
         y0, ys, rz_all, n_all, gh_all, c_all, c_new_all, weight_hh, theta = saved
         steps, batch, h = n_all.shape
@@ -567,24 +574,29 @@ class EGRUFrontend(_BlockReducedRecurrent):
         steps = x.shape[0]
         if steps == 0:
             return x.new_zeros(0, x.shape[1], self.d_hidden), state
-        # One matmul for the input projections of all steps; only the recurrent part loops.
-        gx_all = F.linear(x, self.weight_ih, self.bias_ih)
-        p = self.zoneout
-        keep = None
-        if p > 0 and self.training:
-            keep = torch.empty(steps, *c.shape, device=x.device, dtype=x.dtype).bernoulli_(1 - p)
-        ys, c, events = EGRUScan.apply(
-            gx_all,
-            c,
-            y,
-            self.weight_hh,
-            self.bias_hh,
-            self.threshold,
-            keep,
-            1.0 - p,
-            self.dampening_factor,
-            self.pseudo_derivative_support,
-        )
+        # The recurrence runs in the parameters' precision even under autocast (bf16-mixed):
+        # its buffers are written with out= and thresholds compare against the raw state.
+        dtype = self.weight_hh.dtype
+        x, c, y = x.to(dtype), c.to(dtype), y.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            # One matmul for the input projections of all steps; only the recurrence loops.
+            gx_all = F.linear(x, self.weight_ih, self.bias_ih)
+            p = self.zoneout
+            keep = None
+            if p > 0 and self.training:
+                keep = torch.empty_like(gx_all[..., : self.d_hidden]).bernoulli_(1 - p)
+            ys, c, events = EGRUScan.apply(
+                gx_all,
+                c,
+                y,
+                self.weight_hh,
+                self.bias_hh,
+                self.threshold,
+                keep,
+                1.0 - p,
+                self.dampening_factor,
+                self.pseudo_derivative_support,
+            )
         unit_steps = ys.numel()
         self._events += float(events)
         self._unit_steps += unit_steps
