@@ -383,3 +383,17 @@ def test_runs_under_bf16_autocast(cls):
         y = m(x)
     y.float().square().mean().backward()
     assert y.shape == (2, 2, 8) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_egru_model_checkpoint_round_trip(tmp_path):
+    from emg2qwerty_ssm.models import load_model, save_model
+
+    torch.manual_seed(14)
+    model = build_model(_compose_model("+model=egru_s4_small")).eval()
+    save_model(model, tmp_path / "egru.ckpt")
+    torch.manual_seed(15)  # a rebuilt EGRU draws other thresholds; loading must restore them
+    loaded = load_model(tmp_path / "egru.ckpt")
+    torch.testing.assert_close(loaded.frontend.threshold, model.frontend.threshold)
+    x = torch.randn(96 * 3, 1, 2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
