@@ -137,6 +137,9 @@ def test_multi_objective_with_budget_writes_the_pareto_set(tmp_path: Path) -> No
     assert (sweep / "optuna_pareto.svg").is_file()
 
 
+@pytest.mark.filterwarnings(
+    "ignore:Heartbeat of storage", "ignore::optuna.exceptions.ExperimentalWarning"
+)
 def test_two_workers_share_one_study_and_a_later_run_resumes(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     common = [
@@ -222,3 +225,72 @@ def test_lightning_pruning_callback_reports_and_prunes(
     stored = study._storage.get_trial(trial._trial_id)
     assert stored.intermediate_values == {0: 10.0, 1: 80.0}
     assert stored.user_attrs["pruned_at_epoch"] == 1
+
+
+# ----------------------------------------------------------------------------- end to end
+# hparams_search presets through the real training entry point on the tiny synthetic preset
+# (debug=smoke), shrunk to the smallest model on the command line (a key given there replaces
+# the preset's search dimension).
+
+SMALL = [
+    "debug=smoke",
+    "+sweep/pareto_size=xxs",
+    "model.backbone.n_layers=2",
+    "model.backbone.d_model=16",
+    "model.encoder.mlp_features=[4]",
+    "evaluation.splits=[val]",
+    "evaluation.protocols=[paper]",
+    "hydra.sweeper.n_trials=2",
+]
+
+
+def _train_sweep(tmp: Path, *overrides: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "emg2qwerty_ssm.train", "-m", *overrides]
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_single_objective_search_end_to_end(tmp_path: Path) -> None:
+    sweep = tmp_path / "cer"
+    _train_sweep(tmp_path, "hparams_search=tc_s4_cer", *SMALL, "model.backbone.dropout=0.1",
+                 f"hydra.sweep.dir={sweep}")  # fmt: skip
+    trials = _study(sweep / "optuna.db", "tc_s4_cer").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert set(trials[0].params) == {"optimizer.lr"}  # the only dimension left
+    for t in trials:
+        results = json.loads((sweep / f"trial_{t.number}" / "results.json").read_text())
+        assert t.values == [results["metrics"]["val/paper/greedy"]["CER"]]
+        assert results["config"]["optimizer"]["lr"] == pytest.approx(t.params["optimizer.lr"])
+        assert sorted(t.intermediate_values) == [0, 1]  # val/CER after each smoke epoch
+    assert (sweep / "optuna_best.json").is_file() and (sweep / "optuna_pareto.png").is_file()
+
+
+@pytest.mark.slow
+def test_multi_objective_search_with_budget_end_to_end(tmp_path: Path) -> None:
+    sweep = tmp_path / "cer_macs"
+    _train_sweep(
+        tmp_path,
+        "hparams_search=tc_s4_cer_macs",
+        *SMALL,
+        "model.backbone.d_state=8",
+        "model.frontend.out_channels=choice([8,16,32],[192,384,150])",
+        "hydra.sweeper.budget.max=1e6",
+        f"hydra.sweep.dir={sweep}",
+    )
+    trials = _study(sweep / "optuna.db", "tc_s4_cer_macs").trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2
+    for t in done:
+        assert t.params["model.frontend.out_channels"] == "[8,16,32]"
+        results = json.loads((sweep / f"trial_{t.number}" / "results.json").read_text())
+        assert t.values == [results["metrics"]["val/paper/greedy"]["CER"],
+                            results["macs_per_second"]]  # fmt: skip
+        assert t.values[1] == pytest.approx(t.user_attrs["macs_per_second"])  # analytic = run
+    for t in trials:
+        if t.user_attrs.get("over_budget"):  # the wide front-end: never trained
+            assert t.state == TrialState.PRUNED and not (sweep / f"trial_{t.number}").exists()
+    best = json.loads((sweep / "optuna_best.json").read_text())
+    assert best["directions"] == ["minimize", "minimize"] and best["best_trials"]
+    assert (sweep / "optuna_pareto.svg").is_file()
