@@ -40,6 +40,11 @@ class CharacterErrorRates(Metric):
 
     full_state_update = False
     higher_is_better = False
+    # Sum states registered with add_state (declared for type checkers).
+    insertions: torch.Tensor
+    deletions: torch.Tensor
+    substitutions: torch.Tensor
+    target_length: torch.Tensor
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -169,7 +169,8 @@ class Decoder:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def __getstate__(self) -> dict:
-        return self._config()
+        # Rebuilt from its settings (the KenLM model and the pool cannot be pickled).
+        return {**self._config(), "num_workers": self.num_workers}
 
     def __setstate__(self, config: dict) -> None:
         self.__init__(**config)  # type: ignore[misc]
@@ -203,4 +204,6 @@ class Decoder:
     def _label_data(self, labels: np.ndarray, times: np.ndarray) -> LabelData:
         from emg2qwerty_ssm.data import LabelData
 
-        return LabelData.from_labels(np.asarray(labels).tolist(), times, _charset=self._charset)
+        return LabelData.from_labels(
+            np.asarray(labels).tolist(), np.asarray(times).tolist(), _charset=self._charset
+        )

@@ -50,7 +50,9 @@ class _Store:
 
     def __init__(self, **dtypes: type) -> None:
         self.size = 0
-        self.cols = {name: np.zeros(64, dtype=dt) for name, dt in dtypes.items()}
+        self.cols: dict[str, np.ndarray] = {
+            name: np.zeros(64, dtype=dt) for name, dt in dtypes.items()
+        }
 
     def alloc(self, n: int) -> np.ndarray:
         start = self.size
@@ -344,6 +346,7 @@ class CTCBeamDecoder(Decoder):
             ctx = lsc = None
         else:
             # A non-delete label pushes an LM node (the new prefix itself); a delete pops.
+            assert next_ctx is not None and scores is not None
             ctx = next_ctx[e_row, e_r]
             lsc = scores[e_row, e_r]
             lmn = ids
@@ -362,7 +365,7 @@ class CTCBeamDecoder(Decoder):
             cols = self._prefix.cols
             cols["parent"][rows] = parent_ids[created]
             cols["label"][rows] = e_lab[created]
-            if ctx is not None:
+            if ctx is not None and lsc is not None:
                 cols["ctx"][rows] = ctx[created]
                 cols["score"][rows] = lsc[created]
                 cols["below"][rows] = it[_LMN, e_row[created]]
