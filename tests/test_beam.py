@@ -145,13 +145,14 @@ def test_long_peaky_decode_with_compaction_matches_oracle(lm_path, monkeypatch):
     fast = CTCBeamDecoder(lm_path=lm_path)
     fast.compact_threshold = 300  # compact after every call instead of every ~200k rows
     fast.reset()
-    calls = []
-    original = fast._compact
+    calls, lm_calls = [], []
+    original, lm_original = fast._compact, fast.lm.compact
     monkeypatch.setattr(fast, "_compact", lambda: calls.append(fast._path.size) or original())
+    monkeypatch.setattr(fast.lm, "compact", lambda live: lm_calls.append(1) or lm_original(live))
     for a in range(0, 240, 40):  # compaction runs at the end of each decode() call
         out = fast.decode(emissions[a : a + 40], stamps[a : a + 40])
     assert_same(out, expected)
-    assert len(calls) >= 3
+    assert len(calls) >= 3 and lm_calls  # label chains, prefixes and the LM memo
     # Live label chains are a small fraction of the rows created.
     assert fast._path.size < min(calls)
 
