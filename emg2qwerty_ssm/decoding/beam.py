@@ -208,6 +208,7 @@ class CTCBeamDecoder(Decoder):
         width = k + 1
         lm = self.lm
         scores = next_ctx = None
+        self._delete_kept = False
 
         # Extensions of every beam state by every kept label: c[0] from p_b, c[1] from p_nb.
         c = fl[:2, :, None] + p
@@ -216,6 +217,7 @@ class CTCBeamDecoder(Decoder):
             q = scores * self.lm_weight
             q += self.insertion_bonus
             del_r = rank[self.delete_label] if self.delete_label >= 0 else -1
+            self._delete_kept = del_r >= 0
             if del_r >= 0:  # a delete undoes the LM term of the character it deletes
                 undo = fl[_LSC] * self.lm_weight
                 undo += self.insertion_bonus
@@ -350,9 +352,9 @@ class CTCBeamDecoder(Decoder):
             ctx = next_ctx[e_row, e_r]
             lsc = scores[e_row, e_r]
             lmn = ids
-            prev_lmn = it[_LMN, e_row]
-            is_del = e_lab == self.delete_label
-            if is_del.any():
+            is_del = e_lab == self.delete_label if self._delete_kept else None
+            if is_del is not None and is_del.any():
+                prev_lmn = it[_LMN, e_row]
                 cols = self._prefix.cols
                 popped = np.where(prev_lmn != 0, cols["below"][prev_lmn], 0)
                 lmn = np.where(is_del, popped, ids)

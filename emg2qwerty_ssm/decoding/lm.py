@@ -191,9 +191,8 @@ class CharLM:
         """
         rows = ctx[:, None]
         scores = self.score_table[rows, labels]
-        missing = np.isnan(scores)
-        if missing.any():
-            b, k = np.nonzero(missing)
+        if np.isnan(scores.sum()):  # one reduction: NaN (not yet memoised) propagates
+            b, k = np.nonzero(np.isnan(scores))
             self._fill(np.unique(ctx[b] * 128 + labels[k]))
             scores = self.score_table[rows, labels]
         return scores, self.next_table[rows, labels]
