@@ -182,7 +182,7 @@ def model_card(
         raise ValueError(
             f"{type(model).__name__} has no input_rate_hz attribute; pass input_rate_hz"
         )
-    blocks = list(model.cost(float(rate)))
+    blocks = list(model.cost(float(rate)))  # type: ignore[operator]
     stride = getattr(model, "stride", None)
     card = summarize(
         blocks,

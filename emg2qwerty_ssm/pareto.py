@@ -246,7 +246,7 @@ def plot(
             # the model name when it identifies the run, else the run (directory) name
             unique = r.model is not None and models.count(r.model) == 1
             ax.annotate(
-                r.model if unique else r.name[:40],
+                str(r.model) if unique else r.name[:40],
                 (r.macs_per_second, r.cer),
                 fontsize=7,
                 xytext=(4, 4),

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -111,13 +111,13 @@ class SearchSpace:
             if not ov.is_sweep_override():
                 space.fixed.append(f"{key}={ov.get_value_element_as_str()}")
                 continue
-            sweep = ov.value()
+            sweep: Any = ov.value()  # a ChoiceSweep, RangeSweep or IntervalSweep
             log_scale = "log" in sweep.tags
             if isinstance(sweep, ChoiceSweep):
                 choices = [_categorical_value(c, key, space._raw_keys) for c in sweep.list]
                 space.distributions[key] = CategoricalDistribution(choices)
             elif isinstance(sweep, RangeSweep):
-                start, stop, step = sweep.start, sweep.stop, sweep.step
+                start, stop, step = cast(Any, (sweep.start, sweep.stop, sweep.step))
                 if all(isinstance(v, int) for v in (start, stop, step)) and step > 0:
                     high = start + (stop - 1 - start) // step * step
                     if high < start:
@@ -130,7 +130,7 @@ class SearchSpace:
                 else:
                     space.distributions[key] = CategoricalDistribution(list(sweep.range()))
             elif isinstance(sweep, IntervalSweep):
-                low, high = sweep.start, sweep.end
+                low, high = cast(Any, (sweep.start, sweep.end))
                 if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
                     space.distributions[key] = IntDistribution(int(low), int(high), log=log_scale)
                 else:
@@ -173,7 +173,7 @@ def _dict_distribution(key: str, spec: Mapping[str, Any], raw_keys: set[str]) ->
                 step=int(spec.get("step", 1)),
             )
         if kind == "categorical":
-            choices = (
+            choices: Any = (
                 OmegaConf.to_container(spec["choices"])
                 if isinstance(spec["choices"], ListConfig)
                 else spec["choices"]
@@ -410,12 +410,12 @@ class OptunaSweeperImpl:
         import optuna
         from optuna.trial import TrialState
 
-        space = SearchSpace.parse(
+        params: Any = (
             OmegaConf.to_container(self.params, resolve=False)
             if isinstance(self.params, DictConfig)
-            else self.params,
-            arguments,
+            else self.params
         )
+        space = SearchSpace.parse(params, arguments)
         if not space.distributions:
             raise HydraException("hydra.sweeper.params defines no search space")
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -427,7 +427,7 @@ class OptunaSweeperImpl:
             storage=storage,
             sampler=self.sampler,
             pruner=self.pruner,
-            directions=self.directions,
+            directions=self.directions,  # type: ignore[arg-type]
             load_if_exists=self.load_if_exists,
         )
         log.info(
@@ -492,7 +492,7 @@ class OptunaSweeperImpl:
     def _job_overrides(self, url: str, number: int) -> list[str]:
         env = {
             ENV_VARS["storage"]: url,
-            ENV_VARS["study"]: self.study_name,
+            ENV_VARS["study"]: str(self.study_name),
             ENV_VARS["trial"]: str(number),
             ENV_VARS["pruner"]: self.pruner_json,
         }
