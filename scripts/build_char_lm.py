@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output LM: *.arpa or *.bin (KenLM binary)")
     parser.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
     parser.add_argument("--kenlm-bin", help="folder with lmplz and build_binary")
-    parser.add_argument("--memory", default="20%", help="lmplz -S (default 20%%)")
+    parser.add_argument("--memory", default="1G", help="lmplz -S memory for sorting (default 1G)")
     parser.add_argument("--corpus-out", help="also write the preprocessed corpus here")
     parser.add_argument(
         "--synthetic-prompts",
