@@ -9,6 +9,8 @@ export WANDB_MODE ?= offline
 
 .PHONY: install demo test lint format data lm pareto bench clean
 
+LM ?= models/lm/synthetic-6gram-charlm.arpa
+
 install: $(STAMP)
 
 # requirements.lock pins torch==2.13.0 (the CPU wheel on these machines) and everything else.
@@ -37,6 +39,18 @@ format: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m emg2qwerty_ssm.synthetic --preset demo --out $(DATA)/synthetic-demo --seed 0
+
+# Character 6-gram LM from the synthetic prompts' text source (the committed one is rebuilt);
+# builds KenLM's lmplz/build_binary into build/kenlm/bin first if missing (apt Boost packages).
+lm: $(STAMP)
+	PYTHON=$(PY) scripts/build_lmplz.sh build/kenlm
+	$(PY) scripts/build_char_lm.py --synthetic-prompts $(LM) --order 6
+
+# Speed benchmarks, run by hand; results are written down in docs/.
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_beam_decoder.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_recurrent_frontends.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_data_loading.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache .mypy_cache
