@@ -32,7 +32,8 @@ def evaluate_loader(
 
     was_training = model.training
     model.eval()
-    metric = CharacterErrorRates()
+    # Only this process evaluates (DDP rank 0 after fit): never all-reduce the counts.
+    metric = CharacterErrorRates(sync_on_compute=False)
     try:
         for batch in loader:
             emissions = model(batch["inputs"].to(device))  # (T', N, 99)

@@ -205,9 +205,11 @@ class EMGModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         cer = compute_cer(self.metrics["train_cer"])
         if cer is not None:
-            self.log_dict({f"train/{k}": v for k, v in cer.items()}, sync_dist=False)
+            # torchmetrics already summed the counts over ranks, so every rank holds the same
+            # value and sync_dist's mean is exact; it keeps Lightning's DDP bookkeeping quiet.
+            self.log_dict({f"train/{k}": v for k, v in cer.items()}, sync_dist=True)
         self.metrics["train_cer"].reset()
-        self.log("train/skipped_steps", float(self.skipped_steps), sync_dist=False)
+        self.log("train/skipped_steps", float(self.skipped_steps), sync_dist=True)
 
     # ------------------------------------------------------------------ validation
     def validation_step(
@@ -238,7 +240,7 @@ class EMGModule(pl.LightningModule):
             if cer is not None:
                 self.log_dict(
                     {f"{stream}/{k}": v for k, v in cer.items()},
-                    sync_dist=False,
+                    sync_dist=True,
                     add_dataloader_idx=False,
                     prog_bar=False,
                 )
