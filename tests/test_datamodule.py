@@ -1,0 +1,96 @@
+"""Windows, the longer-window curriculum and the two evaluation protocols (SPEC.md §5.6, §5.8)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from trainer_helpers import cache_dir
+
+from emg2qwerty_ssm.data import EMGSessionData, load_split, session_path
+from emg2qwerty_ssm.datamodule import EMGDataModule
+from emg2qwerty_ssm.synthetic import ensure_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = ensure_dataset("tiny", 0, cache_dir(tmp_path_factory) / "synthetic-tiny-seed0")
+    split = load_split(root / "splits" / "user0.yaml")
+    lengths = {
+        s["session"]: len(EMGSessionData(session_path(root, s["session"])))
+        for part in split.values()
+        for s in part
+    }
+    return root, split, lengths
+
+
+def _dm(tiny, **kwargs) -> EMGDataModule:
+    root, split, _ = tiny
+    args = dict(window_length=2000, padding=(400, 100), batch_size=4, long_factor=2)
+    args.update(kwargs)
+    return EMGDataModule(root, split, **args)
+
+
+def test_curriculum_epochs_follow_the_seed() -> None:
+    dm = EMGDataModule("/nowhere", {}, long_every=10)
+    assert [e for e in range(40) if dm.uses_long_windows(e)] == [9, 19, 29, 39]
+    off = EMGDataModule("/nowhere", {}, long_every=0)
+    assert not any(off.uses_long_windows(e) for e in range(40))
+
+
+def test_train_loader_switches_to_long_windows_on_curriculum_epochs(tiny) -> None:
+    dm = _dm(tiny, long_every=2, long_batch_size=2)
+    dm.trainer = SimpleNamespace(current_epoch=0)
+    short = dm.train_dataloader()
+    dm.trainer = SimpleNamespace(current_epoch=1)
+    long = dm.train_dataloader()
+    assert (short.batch_size, long.batch_size) == (4, 2)
+    _, _, lengths = tiny
+    train_lengths = [lengths[s["session"]] for s in tiny[1]["train"]]
+    assert len(short.dataset) == sum((t - 2000) // 2000 + 1 for t in train_lengths)
+    assert len(long.dataset) == sum((t - 4000) // 4000 + 1 for t in train_lengths)
+
+
+def test_paper_protocol_chunks_drop_the_tail(tiny) -> None:
+    _, split, lengths = tiny
+    dm = _dm(tiny, chunk_length=6000)
+    ds = dm.dataset("test/paper")
+    expected = sum(lengths[s["session"]] // 6000 for s in split["test"])
+    assert len(ds) == expected
+    emg, _ = ds[0]
+    assert emg.shape[0] == 6000 + 100  # first chunk: no left context at the session start
+
+
+def test_sessions_shorter_than_a_chunk_are_one_whole_window(tiny) -> None:
+    _, split, lengths = tiny
+    longest = max(lengths.values())
+    dm = _dm(tiny, chunk_length=longest + 1, val_continuous_window=longest + 1)
+    for name, part in (("test/paper", "test"), ("val_continuous", "val")):
+        ds = dm.dataset(name)
+        assert len(ds) == len(split[part])
+        assert [ds[i][0].shape[0] for i in range(len(ds))] == [
+            lengths[s["session"]] for s in split[part]
+        ]
+    batch = next(iter(dm.eval_dataloader("test", "paper")))
+    assert int(batch["target_lengths"].min()) > 0  # whole sessions carry their labels
+
+
+def test_session_protocol_is_one_whole_session_per_batch(tiny) -> None:
+    _, split, lengths = tiny
+    loader = _dm(tiny).eval_dataloader("test", "session")
+    assert loader.batch_size == 1
+    assert [int(b["input_lengths"][0]) for b in loader] == [
+        lengths[s["session"]] for s in split["test"]
+    ]
+
+
+def test_no_training_windows_is_a_clear_error(tiny) -> None:
+    _, _, lengths = tiny
+    dm = _dm(tiny, window_length=max(lengths.values()) + 1)
+    with pytest.raises(ValueError, match="window_length"):
+        dm.dataset("train")
+
+
+def test_unknown_protocol_is_refused(tiny) -> None:
+    with pytest.raises(ValueError, match="protocol"):
+        _dm(tiny).eval_dataloader("test", "streaming")
