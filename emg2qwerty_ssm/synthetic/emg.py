@@ -70,7 +70,8 @@ class UserAnatomy:
     Arrays over motor units (M = 2 hands x N_SOURCES x mus_per_source): ``hand`` (M,),
     ``centre`` (M,) electrode units, ``width`` (M,), ``amp`` (M,) µV, ``template`` (M, L)
     unit peak-to-peak MUAPs, ``isi_s`` (M,). ``recruit`` (n_keys, 2 hands, 3 bursts, M):
-    recruitment probability of each unit in each burst when key k is typed by hand h.
+    recruitment weight of each unit in each burst when key k is typed by hand h (a unit
+    fires when weight x effort x trial noise > 0.5, see _keystroke_spikes).
     ``tonic`` (M,) bool: units firing tonically with typing speed. ``latency_s`` (3,).
     """
 
@@ -249,17 +250,24 @@ def _footprints(anatomy: UserAnatomy, rotation: np.ndarray) -> np.ndarray:
 def _keystroke_spikes(
     rng: np.random.Generator, anatomy: UserAnatomy, typing: SessionTyping, p: GeneratorParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(unit index, spike time in s) of all keystroke-locked bursts."""
+    """(unit index, spike time in s) of all keystroke-locked bursts.
+
+    Recruitment follows the size principle: a unit fires when its drive (the key's
+    recruitment weight x the burst amplitude x this keystroke's effort x a per-unit trial
+    factor of log-sd ``recruitment_noise``) exceeds 0.5; its spike count (1-4) grows with
+    the excess drive (rate coding, SE §2 "typing force").
+    """
     key_idx = np.array([_KEY_POS[k] for k in typing.keys])
     n_keys = key_idx.size
     force = np.exp(rng.normal(0.0, p.keystroke_force_sigma, n_keys))
-    prob = anatomy.recruit[key_idx, typing.hand]  # (K, 3, M)
+    weight = anatomy.recruit[key_idx, typing.hand]  # (K, 3, M)
     amps = np.asarray(p.burst_amplitudes)[None, :, None]
-    prob = np.clip(prob * force[:, None, None] * amps, 0.0, 0.97)
-    fired = rng.random(prob.shape) < prob
-    k, b, mu = np.nonzero(fired)
+    drive = weight * force[:, None, None] * amps
+    drive *= np.exp(rng.normal(0.0, p.recruitment_noise, drive.shape))
+    k, b, mu = np.nonzero(drive > 0.5)
     centre = np.where(b == 2, typing.release[k], typing.press[k]) + anatomy.latency_s[b]
-    n_spikes = 1 + rng.binomial(3, np.clip(0.3 * force[k], 0, 1))
+    excess = np.clip(drive[k, b, mu] / 0.5 - 1.0, 0.0, 1.0)
+    n_spikes = 1 + rng.binomial(3, 0.6 * excess)
     first = centre + rng.normal(0.0, p.burst_sd_ms / 1000.0, k.size)
     first -= (n_spikes - 1) * anatomy.isi_s[mu] / 2  # centre the train on the burst
     rep = np.repeat(np.arange(k.size), n_spikes)

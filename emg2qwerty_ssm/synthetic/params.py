@@ -48,12 +48,15 @@ class GeneratorParams:
     burst_sd_ms: float = 12.0  # **difficulty** spread of first spikes in a burst (burst overlap)
     latency_jitter_ms: float = 12.0  # sd of per-user latency shifts: +-20-30 ms range, SE §3
     keystroke_force_sigma: float = 0.25  # log-sd of per-keystroke effort (assumption)
+    # **difficulty** log-sd of each unit's per-keystroke drive: 0 = deterministic recruitment
+    # (size principle), large = units fire at random.
+    recruitment_noise: float = 0.3
     # **difficulty**: 1 = all keys of one finger recruit the same units (only the row/lateral
     # posture term tells them apart); 0 = each key recruits its own random subset.
     same_finger_similarity: float = 0.3
     posture_weight: float = 0.8  # **difficulty** strength of the row/lateral reach sources
-    neighbour_finger_leak: float = 0.25  # co-activation of neighbouring fingers, SE §2 crosstalk
-    other_hand_leak: float = 0.1  # preparatory activity of the idle hand, SE §3 (Fig. 1)
+    neighbour_finger_leak: float = 0.5  # co-activation of neighbouring fingers, SE §2 crosstalk
+    other_hand_leak: float = 0.4  # preparatory activity of the idle hand, SE §3 (Fig. 1)
     tonic_hz: float = 6.0  # wrist co-contraction firing at typical speed, SE §3
 
     # ------------------------------------------------------------ users (anatomy)
