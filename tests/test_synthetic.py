@@ -428,6 +428,17 @@ def test_ensure_dataset_refuses_to_replace_foreign_directory(tmp_path, monkeypat
     assert (root / "notes.txt").read_text() == "keep me"
 
 
+def test_regenerating_into_a_directory_replaces_the_previous_sessions(tmp_path):
+    config = preset_config("tiny", **_fast_overrides())
+    synthetic.generate_dataset(tmp_path, config, seed=1, log=None)
+    (tmp_path / "notes.txt").write_text("not ours")
+    manifest = synthetic.generate_dataset(tmp_path, config, seed=2, log=None)
+    assert sorted(p.stem for p in tmp_path.glob("*.hdf5")) == sorted(manifest["sessions"])
+    assert (tmp_path / "notes.txt").read_text() == "not ours"
+    assert ds.is_complete(tmp_path, "custom", 2, config)
+    assert not ds.is_complete(tmp_path, "custom", 1, config)
+
+
 def test_cli_skip_existing_and_bad_input(tiny_root, capsys, tmp_path):
     manifest = tiny_root / ds.MANIFEST
     before = manifest.stat().st_mtime_ns

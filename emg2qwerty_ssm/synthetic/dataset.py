@@ -257,6 +257,7 @@ def generate_dataset(
     out = Path(out)
     (out / "splits").mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
+    previous = read_manifest(out)
     if manifest_path.exists():
         manifest_path.unlink()  # regenerating: the old completion mark no longer holds
     started = time.perf_counter()
@@ -287,6 +288,13 @@ def generate_dataset(
         writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    # Sessions of a previous generation into this directory that this one does not rewrite
+    # (another seed or size) would otherwise linger beside the new metadata and splits.
+    if previous is not None:
+        keep = {s.name for s in specs}
+        for name in previous.get("sessions", []):
+            if name not in keep:
+                (out / f"{name}.hdf5").unlink(missing_ok=True)
     splits = make_splits(config, specs, seed)
     for name, split in splits.items():
         _write_split(out / "splits" / f"{name}.yaml", name, split)

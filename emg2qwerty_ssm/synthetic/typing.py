@@ -268,5 +268,5 @@ def simulate_typing(
         logged_press=logged_press[order],
         logged_release=logged_release[order],
         prompts=prompts,
-        duration_s=float(release_a[-1] + 0.4),
+        duration_s=float(release_a.max() + 0.4),
     )
