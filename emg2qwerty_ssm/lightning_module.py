@@ -32,7 +32,7 @@ from emg2qwerty_ssm.data import LabelData
 log = logging.getLogger(__name__)
 
 VAL_STREAMS = ("val", "val_continuous")
-#: marks a checkpoint written by this module (see emg2qwerty_ssm.train.load_checkpoint_model)
+#: extra checkpoint entry of this module: format version, model config, skipped-step count
 CHECKPOINT_MARKER = "emg2qwerty_ssm"
 
 

@@ -123,36 +123,14 @@ def check_split(root: Path, split: Mapping[str, Any], source: str) -> None:
 
 # ---------------------------------------------------------------------------- models
 def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict | None]:
-    """A model and its ``model`` config from a checkpoint of this trainer, the project's own
-    format or the seed's Lightning format (the latter two via ``emg2qwerty_ssm.load_model``)."""
-    from emg2qwerty_ssm.lightning_module import CHECKPOINT_MARKER
+    """A model and its ``model`` config from a checkpoint: this trainer's Lightning checkpoints,
+    the project's own format or the seed's Lightning format (``emg2qwerty_ssm.load_model``,
+    which unpickles with ``weights_only=True`` and maps seed weights)."""
+    from emg2qwerty_ssm import load_model
 
     path = _resolve_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not ours (or not weights-only safe): the model loader decides
-        ckpt = None
-    if isinstance(ckpt, dict) and CHECKPOINT_MARKER in ckpt:
-        from emg2qwerty_ssm.models import build_model
-
-        model_cfg = ckpt[CHECKPOINT_MARKER]["model_cfg"]
-        model = build_model(OmegaConf.create(model_cfg))
-        state = {
-            k.removeprefix("model."): v
-            for k, v in ckpt["state_dict"].items()
-            if k.startswith("model.")
-        }
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"checkpoint {path}: weights do not fit its own model config "
-                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-            )
-        return model, model_cfg
-    from emg2qwerty_ssm import load_model
-
     model = load_model(path)
     model_cfg = getattr(model, "config", None)
     return model, (dict(model_cfg) if model_cfg else None)
