@@ -154,7 +154,7 @@ class EMGDataModule(pl.LightningDataModule):
     def _build(self, name: str) -> Dataset:
         if name == "train":
             ds = self._windows("train", self.window_length, True, self.train_transform)
-            if len(ds) == 0:
+            if len(ds) == 0:  # type: ignore[arg-type]
                 raise ValueError(
                     f"no training windows: every train session under {self.root} is shorter "
                     f"than datamodule.window_length={self.window_length} samples"
@@ -163,7 +163,7 @@ class EMGDataModule(pl.LightningDataModule):
         if name == "train_long":
             long = self.window_length * self.long_factor
             ds = self._windows("train", long, True, self.train_transform)
-            if len(ds) == 0:
+            if len(ds) == 0:  # type: ignore[arg-type]
                 log.warning(
                     "no train session is %d samples long; curriculum epochs use the normal windows",
                     long,

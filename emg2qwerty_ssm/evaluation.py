@@ -17,12 +17,14 @@ from emg2qwerty_ssm.lightning_module import compute_cer, decode_and_score
 
 @torch.no_grad()
 def evaluate_loader(
-    model: torch.nn.Module,
+    model: Any,
     loader: Iterable[Mapping[str, torch.Tensor]],
     decoder: Any,
     device: torch.device | str = "cpu",
 ) -> dict[str, float] | None:
-    """Decode every batch of ``loader`` with ``model`` in eval mode; micro-averaged CERs.
+    """Decode every batch of ``loader`` with ``model`` (an ``EMGModel``) in eval mode.
+
+    Returns the micro-averaged ``{CER, IER, DER, SER}`` of the whole loader.
 
     Batches are ``WindowedEMGDataset.collate`` dicts (inputs ``(T, N, ...)``). Each window is
     a separate forward pass, i.e. starts from zero recurrent state. Returns None when the

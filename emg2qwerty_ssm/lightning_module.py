@@ -124,7 +124,7 @@ class EMGModule(pl.LightningModule):
             from emg2qwerty_ssm.models import build_model
 
             model = build_model(OmegaConf.create(self.hparams["model_cfg"]))
-        self.model = model
+        self.model: Any = model  # an EMGModel (or anything with its interface)
         self.ctc_loss = nn.CTCLoss(blank=charset().null_class, zero_infinity=True)
         self.decoder = instantiate(self.hparams["decoder"]) if decoder else _default_decoder()
 
@@ -137,6 +137,10 @@ class EMGModule(pl.LightningModule):
         self.skipped_steps = 0  # non-finite training steps skipped (kept in checkpoints)
         self._skip_this_step = False
         self._buffers_before_step: list[torch.Tensor] | None = None
+
+    def _cer(self, stream: str) -> Any:
+        """The CharacterErrorRates of ``train``, ``val`` or ``val_continuous``."""
+        return self.metrics[f"{stream}_cer"]
 
     # ------------------------------------------------------------------ forward / loss
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -170,7 +174,7 @@ class EMGModule(pl.LightningModule):
             self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, sync_dist=True)
             decode_and_score(
                 self.decoder,
-                self.metrics["train_cer"],
+                self._cer("train"),
                 emissions,
                 emission_lengths,
                 batch["targets"],
@@ -203,12 +207,12 @@ class EMGModule(pl.LightningModule):
         )
 
     def on_train_epoch_end(self) -> None:
-        cer = compute_cer(self.metrics["train_cer"])
+        cer = compute_cer(self._cer("train"))
         if cer is not None:
             # torchmetrics already summed the counts over ranks, so every rank holds the same
             # value and sync_dist's mean is exact; it keeps Lightning's DDP bookkeeping quiet.
             self.log_dict({f"train/{k}": v for k, v in cer.items()}, sync_dist=True)
-        self.metrics["train_cer"].reset()
+        self._cer("train").reset()
         self.log("train/skipped_steps", float(self.skipped_steps), sync_dist=True)
 
     # ------------------------------------------------------------------ validation
@@ -226,7 +230,7 @@ class EMGModule(pl.LightningModule):
         )
         decode_and_score(
             self.decoder,
-            self.metrics[f"{stream}_cer"],
+            self._cer(stream),
             emissions,
             emission_lengths,
             batch["targets"],
@@ -235,7 +239,7 @@ class EMGModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for stream in VAL_STREAMS:
-            cer = compute_cer(self.metrics[f"{stream}_cer"])
+            cer = compute_cer(self._cer(stream))
             # An epoch without target characters has no CER (the seed skips logging too).
             if cer is not None:
                 self.log_dict(
@@ -244,7 +248,7 @@ class EMGModule(pl.LightningModule):
                     add_dataloader_idx=False,
                     prog_bar=False,
                 )
-            self.metrics[f"{stream}_cer"].reset()
+            self._cer(stream).reset()
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> Any:

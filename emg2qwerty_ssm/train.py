@@ -175,7 +175,7 @@ def build_module(cfg: DictConfig) -> Any:
                 cfg.model.get("name"),
             )
         if model_cfg is None:
-            model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+            model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
         return EMGModule(model_cfg=model_cfg, model=model, **common)
     return EMGModule(model_cfg=cfg.model, **common)
 
@@ -293,9 +293,9 @@ def build_trainer(
 ) -> Any:
     import lightning.pytorch as pl
 
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "gradient_clip_val"}
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(trainer_cfg, dict)
+    kwargs = {str(k): v for k, v in trainer_cfg.items() if v is not None}
     bar = str(cfg.get("progress_bar", "rich"))
     curriculum = (cfg.datamodule.get("train_on_longer") or {}).get("every", 0)
     return pl.Trainer(
@@ -411,7 +411,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
             checkpoint = str(Path(best).resolve())
-            score = best_cb.best_model_score  # type: ignore[union-attr]
+            score = best_cb.best_model_score
             if score is not None:
                 logged[f"best/{cfg.monitor_metric}"] = float(score)
             log.info("best %s checkpoint: %s", cfg.monitor_metric, best)
