@@ -127,8 +127,10 @@ def sample_anatomy(
 
     ``population_rng`` (the same stream for every user of a dataset) draws the part of the
     key-specific recruitment that all users share (how a key is reached is similar across
-    people); ``user_variability`` sets the user-specific part's weight, so 0 gives identical
-    users and large values unrelated ones.
+    people). ``user_variability`` scales the per-user differences in band placement, source
+    positions, footprint widths, burst latencies and the user-specific part of key
+    recruitment (0: none, large: unrelated users); single motor units (exact position, MUAP
+    shape, amplitude, firing rate) and the overall scale are always drawn per user.
     """
     uv = p.user_variability
     m = p.mus_per_source
@@ -156,7 +158,7 @@ def sample_anatomy(
     isi = 1.0 / rng.uniform(*p.firing_hz, n_mu)
 
     # Recruitment: low-threshold units first (size principle), modulated per key.
-    rank_prob = 0.9 * np.exp(-rank / (m / 2.5))
+    rank_weight = 0.9 * np.exp(-rank / (m / 2.5))
     key_spec = 1.5 * (1.0 - p.same_finger_similarity)
     recruit = np.zeros((len(KEYS), 2, _BURSTS, n_mu))
     population_rng = population_rng or np.random.default_rng(0)
@@ -167,16 +169,11 @@ def sample_anatomy(
         finger = 1 if key.name in key_remap else key.finger
         for h in range(2):
             own = hand == h
-            # Posture: reach up/down by row, radial/ulnar by column (mirrored per hand).
+            # Posture: reach up/down by row, radial/ulnar by column (mirrored per hand),
+            # saturating so far reaches (Backspace: 2 rows up, 4 keys out) stay focal.
             toward_thumb = -key.lateral if h == 1 else key.lateral
-            w_post = np.array(
-                [
-                    0.15 + max(0.0, -key.row),
-                    0.15 + max(0.0, key.row),
-                    0.1 + max(0.0, toward_thumb),
-                    0.1 + max(0.0, -toward_thumb),
-                ]
-            )
+            reach = np.array([-key.row, key.row, 0.5 * toward_thumb, -0.5 * toward_thumb])
+            w_post = np.array([0.15, 0.15, 0.1, 0.1]) + np.clip(reach, 0.0, 1.0)
             for b, (src_kind, scale) in enumerate(((0, 1.0), (1, 1.0), (0, 0.6))):
                 gain = np.zeros(N_SOURCES)
                 gain[2 * finger + src_kind] = 1.0
@@ -184,11 +181,11 @@ def sample_anatomy(
                     if 0 <= nb < len(FINGERS):
                         gain[2 * nb + src_kind] = p.neighbour_finger_leak
                 gain[posture_src] = p.posture_weight * w_post * (1.0, 0.5, 0.3)[b]
-                prob = rank_prob * mod * gain[source] * scale
-                recruit[k, h, b] = np.where(own, prob, 0.0)
-                # The idle hand: weak preparatory posture activity.
+                weight = rank_weight * mod * gain[source] * scale
+                recruit[k, h, b] = np.where(own, weight, 0.0)
+                # The idle hand: preparatory posture activity, mostly below threshold.
                 idle = (~own) & (source >= 2 * len(FINGERS))
-                recruit[k, h, b, idle] = p.other_hand_leak * rank_prob[idle]
+                recruit[k, h, b, idle] = p.other_hand_leak * rank_weight[idle]
     np.clip(recruit, 0.0, 0.97, out=recruit)
     tonic = (source >= 2 * len(FINGERS)) & (rank < 2)
     latency = np.array([p.lift_ms, p.press_ms, p.release_ms]) / 1000.0

@@ -60,7 +60,9 @@ class GeneratorParams:
     tonic_hz: float = 6.0  # wrist co-contraction firing at typical speed, SE §3
 
     # ------------------------------------------------------------ users (anatomy)
-    user_variability: float = 1.0  # **difficulty** scales all per-user anatomy differences
+    # **difficulty** scales per-user differences (band placement, source positions, widths,
+    # latencies, user-specific key recruitment); see emg.sample_anatomy.
+    user_variability: float = 1.0
     user_source_shift_sd: float = 1.5  # sd of per-user source centre shifts (electrodes)
     user_rotation_sd: float = 1.0  # per-user band placement vs anatomy (electrodes)
     user_scale_range: tuple[float, float] = (0.5, 2.0)  # per-user overall scale, SE §4
