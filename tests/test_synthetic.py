@@ -19,7 +19,7 @@ from emg2qwerty_ssm.charset import charset
 from emg2qwerty_ssm.synthetic import dataset as ds
 from emg2qwerty_ssm.synthetic.__main__ import main as cli_main
 from emg2qwerty_ssm.synthetic.params import DatasetConfig, GeneratorParams, preset_config
-from emg2qwerty_ssm.synthetic.text import load_corpus
+from emg2qwerty_ssm.synthetic.text import PANGRAM, load_corpus
 from emg2qwerty_ssm.synthetic.typing import sample_typist, simulate_typing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -363,6 +363,24 @@ def test_typing_statistics_fall_in_the_measured_ranges():
     assert 0.09 < np.mean(k == "Key.space") < 0.15  # 10.8%
     on_grid = np.abs(iki / 0.015 - np.round(iki / 0.015)) * 15 < 1.0
     assert 0.7 < np.mean(on_grid) < 0.92  # 82%
+
+
+def test_prompts_come_from_a_user_text_file(tmp_path):
+    syllables = ("ka", "lo", "mi", "nu", "pe"), ("ra", "so", "ti", "vu", "wy")
+    words = [a + b for a in syllables[0] for b in syllables[1]]
+    path = tmp_path / "prose.txt"
+    path.write_text(" ".join(f"{w} {w[::-1]}." for w in words) * 3)
+    corpus = load_corpus(str(path))
+    allowed = {w.rstrip(".,") for w in path.read_text().split()} | set(PANGRAM.split())
+    p = GeneratorParams()
+    rng = np.random.default_rng(0)
+    typing = simulate_typing(rng, sample_typist(rng, p), corpus, 40.0, p)
+    assert len(typing.prompts) >= 3
+    for _, _, text in typing.prompts:
+        assert {w.rstrip(".,") for w in text.split()} <= allowed
+    (tmp_path / "short.txt").write_text("too few words here")
+    with pytest.raises(ValueError, match="short.txt"):
+        load_corpus(str(tmp_path / "short.txt"))
 
 
 # ----------------------------------------------------------------------------- caching / CLI
