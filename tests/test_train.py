@@ -461,3 +461,18 @@ def test_run_model_evaluates_a_seed_checkpoint_end_to_end(tmp_path, reference_di
     assert results["params"] == PAPER_MODELS["tc_s4_small"][0]
     assert results["checkpoint"].endswith("TC_S4_small_ft/user3_checkpoint.ckpt")
     assert set(results["metrics"]) == {"test/paper/greedy", "test/session/greedy"}
+
+
+@pytest.mark.slow
+def test_wandb_logger_works_offline_without_an_account(tmp_path, cache, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_cfg(
+        ["debug=smoke", "logger=wandb", "trainer.max_epochs=1", "evaluation.splits=[test]"],
+        tmp_path,
+        cache,
+    )
+    assert cfg.logger.wandb.offline is True
+    train(cfg)
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()  # CSV alongside
