@@ -186,7 +186,8 @@ class EMGModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        # One device sync for all parameters rather than one per tensor.
+        finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
         if finite and not self._skip_this_step:
             return
         # Parameters whose .grad is None are left untouched by torch optimizers (no moment
