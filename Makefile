@@ -20,10 +20,15 @@ $(STAMP): requirements.lock setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The main job: synthetic data (generated once), TC_S4_small personalized on one synthetic user.
+# The main job: synthetic demo data (generated once), TC_S4_small personalized on one synthetic
+# user, evaluated with the greedy decoder; then the best checkpoint again with beam search and
+# the synthetic character 6-gram LM (evaluation only).
+DEMO_DIR ?= outputs/demo
 demo: $(STAMP)
-	$(PY) -m emg2qwerty_ssm.synthetic --preset demo --out $(DATA)/synthetic-demo --seed 0 --skip-existing
-	$(PY) scripts/print_dataset_stats.py --root $(DATA)/synthetic-demo
+	$(PY) -m emg2qwerty_ssm.train experiment=demo hydra.run.dir=$(DEMO_DIR)
+	$(PY) -m emg2qwerty_ssm.train experiment=demo train=false decoder=ctc_beam decoder.lm_path=$(LM) \
+		checkpoint=$$($(PY) -c "import json; print(json.load(open('$(DEMO_DIR)/results.json'))['checkpoint'])") \
+		hydra.run.dir=$(DEMO_DIR)/beam_lm
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -n 2 --dist loadfile -q
@@ -32,6 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check emg2qwerty_ssm hydra_plugins scripts tests benchmarks
 	$(VENV)/bin/ruff format --check emg2qwerty_ssm hydra_plugins scripts tests benchmarks
 	$(VENV)/bin/mypy emg2qwerty_ssm
+	$(VENV)/bin/mypy --namespace-packages --explicit-package-bases -p hydra_plugins.emg2qwerty_optuna_sweeper
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format emg2qwerty_ssm hydra_plugins scripts tests benchmarks
@@ -51,6 +57,12 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_beam_decoder.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_recurrent_frontends.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_data_loading.py
+
+# The budget sweep on synthetic data and the CER-vs-MAC/s figure (<= 45 min on 2 CPU cores).
+PARETO_DIR ?= multirun/pareto_synthetic
+pareto: $(STAMP)
+	$(PY) -m emg2qwerty_ssm.train -m +sweep=pareto_synthetic hydra.sweep.dir=$(PARETO_DIR)
+	$(PY) scripts/pareto.py $(PARETO_DIR) --metric test/paper/greedy --out docs/figures/pareto_synthetic
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache .mypy_cache

@@ -6,7 +6,9 @@ def test_class_layout():
     assert len(cs) == 98 and cs.num_classes == 99 and cs.null_class == 98
     assert cs.key_to_label("a") == 0 and cs.key_to_label("Z") == 51
     assert cs.key_to_label("0") == 52 and cs.key_to_label("~") == 93
-    assert [cs.key_to_label(k) for k in ("Key.backspace", "Key.enter", "Key.space", "Key.shift")] == [
+    assert [
+        cs.key_to_label(k) for k in ("Key.backspace", "Key.enter", "Key.space", "Key.shift")
+    ] == [
         94,
         95,
         96,
