@@ -174,6 +174,9 @@ def build_module(cfg: DictConfig) -> Any:
                 ckpt_name,
                 cfg.model.get("name"),
             )
+        # load_model returns eval mode; Lightning keeps a module's mode, so switch back
+        # (dropout and BatchNorm statistics must train when fine-tuning).
+        model.train()
         if model_cfg is None:
             model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
         return EMGModule(model_cfg=model_cfg, model=model, **common)

@@ -161,7 +161,13 @@ def test_smoke_run_logs_val_cer_both_protocols_and_cost(smoke_run) -> None:
 @pytest.mark.parametrize("model", ["s4_large", "tc_s4_medium"])
 def test_smoke_run_of_every_paper_model(model, tmp_path, cache) -> None:
     # S4_large costs 14x TC_S4_small per second of EMG: evaluate the test split only.
-    overrides = ["debug=smoke", f"model={model}", "evaluation.splits=[test]"]
+    overrides = [
+        "debug=smoke",
+        f"model={model}",
+        "trainer.max_epochs=1",
+        "evaluation.splits=[test]",
+        "evaluation.protocols=[paper]",
+    ]
     results = train(compose_cfg(overrides, tmp_path, cache))
     params, macs = PAPER_MODELS[model]
     assert results["model"] == model and results["params"] == params
@@ -205,11 +211,15 @@ def test_evaluation_only_needs_a_checkpoint(tmp_path, cache) -> None:
 
 def test_fine_tuning_starts_from_the_checkpoint_weights(smoke_run, tmp_path, cache) -> None:
     _, results = smoke_run
-    start = {}
+    start, training_mode = {}, []
 
     class Capture(pl.Callback):
         def on_train_start(self, trainer, module):
             start.update({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == 0:
+                training_mode.append(all(m.training for m in module.model.modules()))
 
     cfg = compose_cfg(
         ["debug=smoke", f"checkpoint={results['checkpoint']}", "trainer.max_epochs=1"],
@@ -220,6 +230,7 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(smoke_run, tmp_path, cac
     reference, _ = load_checkpoint_model(results["checkpoint"])
     for k, v in reference.state_dict().items():
         assert torch.equal(start[k], v), k
+    assert training_mode == [True]  # dropout / BatchNorm train while fine-tuning
     assert Path(tuned["checkpoint"]).parent == tmp_path / "checkpoints"
 
 
