@@ -23,7 +23,7 @@ import numpy as np
 
 from emg2qwerty_ssm.synthetic import dataset as ds
 from emg2qwerty_ssm.synthetic.__main__ import _parse_params
-from emg2qwerty_ssm.synthetic.params import DatasetConfig
+from emg2qwerty_ssm.synthetic.params import PRESETS, DatasetConfig
 
 FS = 2000
 BINS_MS = ((-300, -170), (-170, -100), (-100, -30), (-30, 40), (40, 110))
@@ -94,6 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from this preset's knobs (demo has easier ones) instead of the defaults",
+    )
     parser.add_argument("--session-seconds", type=float, default=90.0)
     parser.add_argument("--cnn", action="store_true", help="also run the CNN probe (~2 min)")
     args = parser.parse_args()
@@ -103,7 +109,9 @@ def main() -> None:
         sessions_per_user=4,
         heldout_sessions=8,
         session_seconds=args.session_seconds,
-        params=_parse_params(args.param),
+        params=_parse_params(
+            args.param, PRESETS[args.preset].get("params") if args.preset else None
+        ),
     )
     start = time.perf_counter()
     feats: dict[int, list[np.ndarray]] = {}

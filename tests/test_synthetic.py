@@ -482,3 +482,24 @@ def test_cli_skip_existing_and_bad_input(tiny_root, capsys, tmp_path):
         GeneratorParams(same_finger_similarity=1.5)
     with pytest.raises(ValueError, match="unknown synthetic preset 'huge'"):
         preset_config("huge")
+
+
+def test_demo_preset_knobs_and_cli_params_apply_on_top_of_the_preset():
+    from emg2qwerty_ssm.synthetic.__main__ import _parse_params
+    from emg2qwerty_ssm.synthetic.params import DEMO_PARAMS
+
+    defaults = GeneratorParams()
+    demo = preset_config("demo").params
+    # The demo preset must stay easier than the physiological defaults on the knobs that
+    # decide whether TC_S4_small leaves CTC's blank plateau within minutes (docs/synthetic.md).
+    assert demo.same_finger_similarity < defaults.same_finger_similarity
+    assert demo.recruitment_noise < defaults.recruitment_noise
+    assert demo.noise_uv < defaults.noise_uv
+    assert demo.burst_sd_ms < defaults.burst_sd_ms
+    assert preset_config("tiny").params == defaults
+    assert preset_config("demo").digest() != preset_config("demo", params=defaults).digest()
+    # `--param` changes one knob of the preset's own set, not of the defaults.
+    changed = _parse_params(["noise_uv=2.0"], DEMO_PARAMS)
+    assert changed.noise_uv == 2.0
+    assert changed.same_finger_similarity == DEMO_PARAMS.same_finger_similarity
+    assert _parse_params(["noise_uv=2.0"]).same_finger_similarity == defaults.same_finger_similarity

@@ -42,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_params(items: Sequence[str]) -> GeneratorParams:
-    defaults = GeneratorParams()
+def _parse_params(items: Sequence[str], base: GeneratorParams | None = None) -> GeneratorParams:
+    """``base`` (default: GeneratorParams()) with the ``NAME=VALUE`` changes applied."""
+    defaults = base if base is not None else GeneratorParams()
     changes = {}
     for item in items:
         name, sep, raw = item.partition("=")
@@ -75,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             heldout_sessions=args.heldout_sessions,
             session_seconds=args.session_seconds,
             text_file=str(args.text_file) if args.text_file else None,
-            params=_parse_params(args.param) if args.param else None,
+            # --param changes the preset's own knobs (demo has easier ones than the defaults)
+            params=_parse_params(args.param, PRESETS[args.preset].get("params"))
+            if args.param
+            else None,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
