@@ -28,6 +28,8 @@ import h5py
 import numpy as np
 import yaml
 
+from emg2qwerty_ssm.data import METADATA_COLUMNS  # the release's metadata.csv columns
+
 from .emg import render, sample_anatomy, sample_session_effects
 from .params import DatasetConfig
 from .text import load_corpus
@@ -47,15 +49,6 @@ MANIFEST = "synthetic_manifest.json"
 GENERATOR_VERSION = 1
 TIMESERIES_DTYPE = np.dtype(
     [("emg_left", "<f4", (16,)), ("emg_right", "<f4", (16,)), ("time", "<f8")]
-)
-METADATA_COLUMNS = (
-    "user",
-    "session",
-    "condition",
-    "duration_mins",
-    "num_keystrokes",
-    "num_prompts",
-    "quality_check_tags",
 )
 # Purposes of the per-session random streams (text and signal kept apart so signal knobs
 # never change the typed text).
