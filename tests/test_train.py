@@ -158,6 +158,23 @@ def test_smoke_run_logs_val_cer_both_protocols_and_cost(smoke_run) -> None:
 
 
 @pytest.mark.slow
+def test_egru_results_carry_the_activity_measured_in_the_evaluation(tmp_path, cache) -> None:
+    overrides = [
+        "debug=smoke",
+        "model=egru_s4_small",
+        "trainer.max_epochs=1",
+        "evaluation.splits=[test]",
+        "evaluation.protocols=[paper]",
+    ]
+    results = train(compose_cfg(overrides, tmp_path, cache))
+    cost = results["cost"]
+    dense, event = cost["macs_per_second"], cost["event_macs_per_second"]
+    # The dense card counts every unit every step; the evaluation's measured activity (< 1
+    # for a thresholded EGRU) must lower the recurrent part, never raise it.
+    assert 0 < event < dense, (event, dense)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["s4_large", "tc_s4_medium"])
 def test_smoke_run_of_every_paper_model(model, tmp_path, cache) -> None:
     # S4_large costs 14x TC_S4_small per second of EMG: evaluate the test split only.
