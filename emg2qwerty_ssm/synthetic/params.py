@@ -166,7 +166,7 @@ class DatasetConfig:
 # (same_finger_similarity 0), reproducibly (recruitment_noise, force sigma), with stronger
 # posture sources, narrower footprints, tighter bursts, less crosstalk and background
 # (neighbour/other-hand leak, tonic, noise) and milder session effects. Measured in
-# docs/synthetic.md (linear probe 0.54 -> ~0.85 personalized).
+# docs/synthetic.md (linear probe 0.544 -> 0.755 personalized).
 DEMO_PARAMS = GeneratorParams(
     same_finger_similarity=0.0,
     recruitment_noise=0.1,
