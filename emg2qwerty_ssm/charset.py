@@ -1,4 +1,4 @@
-"""The emg2qwerty character set: 98 keys + the CTC blank (SPEC.md §2).
+"""The emg2qwerty character set: 98 keys + the CTC blank (docs/format.md#charset).
 
 Class order: ``a-z`` (0-25), ``A-Z`` (26-51), ``0-9`` (52-61), ``string.punctuation``
 (62-93), then ``Key.backspace`` 94, ``Key.enter`` 95, ``Key.space`` 96, ``Key.shift`` 97.

@@ -1,4 +1,5 @@
-"""The emg2qwerty data layer: session reader, labels and windowed dataset (SPEC.md §1).
+"""The emg2qwerty data layer: session reader, labels and windowed dataset
+(docs/format.md#session-files).
 
 Public names and call signatures are emg2qwerty's, so scripts written for emg2qwerty keep
 working. Shapes: T = samples (2 kHz), N = batch, S = label sequence length.
@@ -258,7 +259,7 @@ class LabelData:
 
 # --------------------------------------------------------------------------- sessions
 class EMGSessionData:
-    """Read-only view of one session file (SPEC §1.1).
+    """Read-only view of one session file (docs/format.md#session-files).
 
     Opens the file on construction; use as a context manager or call :meth:`close`.
     ``len`` is T; ``session[a:b]`` returns the structured rows (fields ``emg_left`` (16,),
@@ -459,7 +460,7 @@ def _get_open_session(path: Path) -> EMGSessionData:
 
 # ---------------------------------------------------------------------------- windows
 class WindowedEMGDataset(torch.utils.data.Dataset):
-    """Fixed-length windows of one session with their keystroke labels (SPEC §1.3).
+    """Fixed-length windows of one session with their keystroke labels (docs/format.md#windows).
 
     Args:
         hdf5_path: session file.

@@ -1,5 +1,5 @@
 """The synthetic generator: exact file format, splits, determinism, caching, and the
-physiological/typing checks of SYNTHETIC_EMG.md "Checks worth automating"."""
+physiological/typing checks of docs/synthetic-evidence.md "Checks worth automating"."""
 
 from __future__ import annotations
 
