@@ -53,7 +53,9 @@ def peaky_emissions(text: str, seed: int = 0, frames_per_char: int = 3) -> np.nd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lm", default="/work/shared/reference/decoding/reuters-3gram-char.arpa")
+    parser.add_argument(
+        "--lm", default=str(REPO / "tests" / "fixtures" / "decoding" / "reuters-3gram-char.arpa")
+    )
     parser.add_argument("--no-lm", action="store_true", help="decode without a language model")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0, help="also time decode_batch")

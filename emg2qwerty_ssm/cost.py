@@ -1,9 +1,9 @@
-"""Analytic compute accounting of composed models (SPEC.md §6).
+"""Analytic compute accounting of composed models (docs/models.md#macs-per-stage).
 
 Every model stage reports a list of :class:`BlockCost` for a given input frame rate; this
-module adds them up into a model card. Convention (SPEC.md §6.2): Linear ``in*out`` MAC per
-frame, Conv1d ``C_in*C_out*k`` per output frame, S4D recurrence 8 MAC per complex mode plus 1
-per channel per step, biases not counted, BatchNorm folded into the preceding conv;
+module adds them up into a model card. Convention (docs/models.md#cost-convention): Linear
+``in*out`` MAC per frame, Conv1d ``C_in*C_out*k`` per output frame, S4D recurrence 8 MAC per complex
+mode plus 1 per channel per step, biases not counted, BatchNorm folded into the preceding conv;
 element-wise work (norms, gates, residual adds, pooling) is reported apart as ``other``.
 
 Command line (any Hydra override of the training config composes)::
@@ -45,7 +45,7 @@ class BlockCost:
 
     @property
     def macs_per_s(self) -> float:
-        """The core number of SPEC.md §6.2: weight layers plus recurrences."""
+        """The core number of docs/models.md#cost-convention: weight layers plus recurrences."""
         return self.weight_macs_per_s + self.recurrent_macs_per_s
 
 
@@ -54,7 +54,7 @@ _BYTES_FP32 = 4
 _BYTES_INT8 = 1
 
 #: aten ops whose FLOPs are weight-layer MACs x 2 (bmm is S4D's FFT-mode kernel generation,
-#: which streaming inference does not run; SPEC.md §6.2 cross-check)
+#: which streaming inference does not run; cross-check in docs/models.md#macs-per-stage)
 WEIGHT_OPS = ("aten.addmm", "aten.mm", "aten.convolution")
 
 
@@ -167,7 +167,8 @@ def model_card(
     - ``params``: trainable parameters of the module (cross-checked against the blocks' sum,
       which is reported per stage);
     - ``macs_per_second`` = ``weight_macs_per_second`` + ``recurrent_macs_per_second`` (the
-      SPEC §6.2 core number), ``other_ops_per_second`` (element-wise work, not in the core);
+      docs/models.md#cost-convention core number), ``other_ops_per_second`` (element-wise work, not
+      in the core);
     - ``event_macs_per_second``: only for models with event-based blocks: the core number with
       those blocks' MACs weighted by their measured activity;
     - ``state_size`` (floats of recurrent state per stream), ``state_bytes_fp32``,

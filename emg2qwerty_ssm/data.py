@@ -1,4 +1,5 @@
-"""The emg2qwerty data layer: session reader, labels and windowed dataset (SPEC.md §1).
+"""The emg2qwerty data layer: session reader, labels and windowed dataset
+(docs/format.md#session-files).
 
 Public names and call signatures are emg2qwerty's, so scripts written for emg2qwerty keep
 working. Shapes: T = samples (2 kHz), N = batch, S = label sequence length.
@@ -106,7 +107,9 @@ class LabelData:
         self._charset = _charset or charset()
         self.timestamps = None
         if timestamps is not None:
-            ts = np.asarray(timestamps, dtype=np.float64)
+            ts = np.asarray(timestamps)  # integer frame indices stay integers, as in emg2qwerty
+            if ts.dtype.kind not in "iuf":
+                ts = ts.astype(np.float64)
             if ts.ndim != 1 or len(ts) != len(text):
                 raise ValueError(
                     f"LabelData: {len(text)} characters but timestamps of shape {ts.shape}"
@@ -140,7 +143,7 @@ class LabelData:
             if key["start"] >= start_t:
                 normalized = cs.normalize_keys([key["key"]])
                 if normalized:
-                    text.append(cs.key_to_unicode(normalized[0]))
+                    text.append(cs.key_to_char(normalized[0]))
                     stamps.append(key["start"])
         return cls("".join(text), stamps, cs)
 
@@ -160,7 +163,7 @@ class LabelData:
             timestamp = key["start"] if timestamp is None else timestamp
         normalized = cs.normalize_keys([name])
         stamps = None if timestamp is None else ([timestamp] if normalized else [])
-        text = cs.key_to_unicode(normalized[0]) if normalized else ""
+        text = cs.key_to_char(normalized[0]) if normalized else ""
         return cls(text, stamps, cs)
 
     @classmethod
@@ -258,7 +261,7 @@ class LabelData:
 
 # --------------------------------------------------------------------------- sessions
 class EMGSessionData:
-    """Read-only view of one session file (SPEC §1.1).
+    """Read-only view of one session file (docs/format.md#session-files).
 
     Opens the file on construction; use as a context manager or call :meth:`close`.
     ``len`` is T; ``session[a:b]`` returns the structured rows (fields ``emg_left`` (16,),
@@ -423,7 +426,7 @@ class EMGSessionData:
             chars = []
             for name in names:
                 norm = cs.normalize_keys([name]) if isinstance(name, str) else []
-                chars.append(cs.key_to_unicode(norm[0]) if norm else "")
+                chars.append(cs.key_to_char(norm[0]) if norm else "")
             kept = np.array([c != "" for c in chars], dtype=bool)
             self._key_index = (starts, chars, kept)
         return self._key_index
@@ -459,7 +462,7 @@ def _get_open_session(path: Path) -> EMGSessionData:
 
 # ---------------------------------------------------------------------------- windows
 class WindowedEMGDataset(torch.utils.data.Dataset):
-    """Fixed-length windows of one session with their keystroke labels (SPEC §1.3).
+    """Fixed-length windows of one session with their keystroke labels (docs/format.md#windows).
 
     Args:
         hdf5_path: session file.

@@ -1,4 +1,4 @@
-"""Windows, batches and the paper's curriculum for training and evaluation (SPEC.md §5.6, §5.8).
+"""Windows, batches and the paper's curriculum for training and evaluation (docs/recipe.md).
 
 Loaders (all batches are ``WindowedEMGDataset.collate`` dicts, inputs ``(T, N, ...)``):
 
@@ -184,7 +184,8 @@ class EMGDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ curriculum
     def uses_long_windows(self, epoch: int) -> bool:
-        """Whether ``epoch`` (0-based) is a curriculum epoch (SPEC.md §5.6: 9, 19, 29, ...)."""
+        """Whether ``epoch`` (0-based) is a curriculum epoch (docs/recipe.md#curriculum: 9, 19, 29,
+        ...)."""
         return self.long_every > 0 and (epoch + 1) % self.long_every == 0
 
     def _current_epoch(self) -> int:

@@ -1,9 +1,10 @@
 """The Lightning module: CTC training of an :class:`EMGModel`, greedy/beam CER validation.
 
-- Loss: ``nn.CTCLoss(blank=98, zero_infinity=True)``, mean reduction (SPEC.md §5.7), on the
-  model's log-probs ``(T', N, 99)`` with ``emission_lengths = model.emission_lengths(...)``.
+- Loss: ``nn.CTCLoss(blank=98, zero_infinity=True)``, mean reduction
+  (docs/recipe.md#emission-lengths-and-loss), on the model's log-probs ``(T', N, 99)`` with
+  ``emission_lengths = model.emission_lengths(...)``.
 - Optimizer: ``model.param_groups(lr)`` (the S4D group at its own lr, weight decay 0) into the
-  configured optimizer; the configured scheduler, stepped per epoch (SPEC.md §5.4-§5.5).
+  configured optimizer; the configured scheduler, stepped per epoch (docs/recipe.md).
 - Non-finite steps: a batch whose loss or any gradient is NaN/Inf does not change the model.
   Its gradients are dropped before the optimizer step (``on_before_optimizer_step``), the
   BatchNorm running statistics its forward pass touched are restored, and it is counted in

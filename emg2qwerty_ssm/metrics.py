@@ -1,4 +1,5 @@
-"""Character error rates (SPEC.md §3.3): CER, IER, DER, SER, micro-averaged over an epoch."""
+"""Character error rates (docs/decoding-rules.md#cer): CER, IER, DER, SER, micro-averaged over an
+epoch."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ directories (searched recursively), picks one CER per run (the flat ``CER`` key,
 CER under the paper protocol, or ``metrics["<split>/<protocol>/<decoder>"]["CER"]``), computes
 the non-dominated set on (CER, MAC/s), both minimised, and writes ``<stem>.csv``,
 ``<stem>.json``, ``<stem>.png`` and ``<stem>.svg``. The figure shows our runs (measured here)
-together with the published reference points of PAPER.md (real emg2qwerty data)::
+together with the published reference points of docs/paper.md (real emg2qwerty data)::
 
     python scripts/pareto.py multirun/ --metric test/paper/greedy --out reports/pareto
 """
@@ -27,7 +27,7 @@ RESULTS_NAME = "results.json"
 
 @dataclass(frozen=True)
 class Reference:
-    """A published point (PAPER.md, Fig. 2A: personalized CER %, MAC/s of 2 kHz input)."""
+    """A published point (docs/paper.md#fig-2a: personalized CER %, MAC/s of 2 kHz input)."""
 
     label: str
     macs_per_second: float
@@ -36,7 +36,7 @@ class Reference:
     source: str
 
 
-#: PAPER.md "The paper's Fig. 2A" (CERs on the real emg2qwerty test users, %)
+#: docs/paper.md#fig-2a (CERs on the real emg2qwerty test users, %)
 REFERENCES: tuple[Reference, ...] = (
     Reference("TC_S4_small", 12.6e6, 9.51, 4.25, "paper"),
     Reference("TC_S4_medium", 32.0e6, 8.41, 3.79, "paper"),
@@ -285,7 +285,7 @@ def plot(
                     textcoords="offset points",
                 )
     ax.set_xscale("log")
-    ax.set_xlabel("MAC/s of streaming 2 kHz input (SPEC §6.2 convention)")
+    ax.set_xlabel("MAC/s of streaming 2 kHz input (cost convention of docs/models.md)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

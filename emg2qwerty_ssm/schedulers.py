@@ -1,9 +1,9 @@
-"""The seed's learning-rate schedule, on torch's own ``LambdaLR`` (SPEC.md §5.5).
+"""The seed's learning-rate schedule, on torch's own ``LambdaLR`` (docs/recipe.md#lr-schedule).
 
 The paper's code subclasses a pl_bolts scheduler ("MyCosineAnnealingWarmRestarts"); pl_bolts is
 unmaintained, and the schedule is a closed-form function of the epoch, so a ``LambdaLR`` with
 one factor function per parameter group reproduces it exactly (tested against the measured
-table of SPEC.md §5.5) and checkpoints/resumes like any torch scheduler.
+table of docs/recipe.md#lr-schedule) and checkpoints/resumes like any torch scheduler.
 
 With ``base`` = a group's initial lr, ``T_cur = epoch mod T_0``, ``cycle = epoch div T_0`` and
 ``decay = lr_decay[min(cycle, len(lr_decay) - 1)]``::
@@ -81,7 +81,8 @@ def cosine_warm_restarts(
     eta_min: float = 1e-6,
     last_epoch: int = -1,
 ) -> LambdaLR:
-    """Warm-up + cosine annealing with warm restarts and per-cycle decay (SPEC.md §5.5).
+    """Warm-up + cosine annealing with warm restarts and per-cycle decay
+    (docs/recipe.md#lr-schedule).
 
     Step it once per epoch. Each parameter group is scheduled from its own initial lr, so the
     S4D group (lr 5e-4) and the rest (2.5e-3) follow the same shape at their own scale.

@@ -1,4 +1,4 @@
-"""EMG transforms with emg2qwerty's names and behaviour (SPEC.md §4).
+"""EMG transforms with emg2qwerty's names and behaviour (docs/format.md#transforms).
 
 Every transform is a dataclass, so Hydra instantiates it from ``_target_`` plus keyword
 arguments. Shapes use T = time, B = band (2: left, right), C = electrode channel (16),
@@ -8,8 +8,8 @@ Random draws follow emg2qwerty: the *number* of masks, band-rotation offsets and
 come from numpy's global RNG, mask positions and widths from torch's RNG. Lightning's
 ``seed_everything(..., workers=True)`` seeds both per DataLoader worker.
 
-torchaudio is deliberately not used (SPEC §8: it is a heavy import that raw-input models never
-need); the spectrogram and masks are a few lines of ``torch.stft`` and tensor ops.
+torchaudio is deliberately not used (docs/format.md#pitfalls: it is a heavy import that raw-input
+models never need); the spectrogram and masks are a few lines of ``torch.stft`` and tensor ops.
 """
 
 from __future__ import annotations

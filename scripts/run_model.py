@@ -5,7 +5,7 @@
     python scripts/run_model.py --user generic --model S4_large --root_dataset /data/emg2qwerty
     python scripts/run_model.py --user user3 --model TC_S4_small --root_dataset /data/... --train
 
-As in the seed (SPEC.md §5.8):
+As in the seed (docs/recipe.md#evaluation):
 
 - without ``--train``: evaluation only (``train=false``) of the released checkpoint,
   ``checkpoints/<model>_generic/generic_checkpoint.ckpt`` for ``--user generic`` (zero-shot on

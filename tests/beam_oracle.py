@@ -1,8 +1,8 @@
 """A straightforward, per-frame Python prefix beam search: the oracle for the fast decoder.
 
-This follows SPEC.md §3.2 step by step, with one Python object per beam state and per trie
-node, exactly in the reference's loop order (beam best-to-worst, then labels by descending
-emission). It is deliberately slow and simple; ``emg2qwerty_ssm.decoding.CTCBeamDecoder``
+This follows docs/decoding-rules.md#beam-search step by step, with one Python object per beam state
+and per trie node, exactly in the reference's loop order (beam best-to-worst, then labels by
+descending emission). It is deliberately slow and simple; ``emg2qwerty_ssm.decoding.CTCBeamDecoder``
 must produce identical labels and timestamps. Shared conventions (so that the two agree to
 the last bit): emissions in float64, ``np.logaddexp`` as the log-sum-exp, labels ordered by
 a stable descending sort (ties: lower label first), Python's stable ``sorted`` for the beam.

@@ -1,4 +1,5 @@
-"""Shared fixtures. The reference material lives in ../shared/reference beside the checkout."""
+"""Shared fixtures. Reference data (a session, decoder cases, checkpoints, splits) lives in
+``tests/fixtures/``; ``EMG2QWERTY_SSM_REFERENCE`` points the tests at another copy."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = Path(
-    os.environ.get("EMG2QWERTY_SSM_REFERENCE", REPO_ROOT.parent / "shared" / "reference")
-)
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+REFERENCE_DIR = Path(os.environ.get("EMG2QWERTY_SSM_REFERENCE", FIXTURES_DIR))
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
+    """Folder with ``sessions/``, ``decoding/``, ``seed_checkpoint/``, ``baseline_checkpoint/``
+    and ``splits/`` (see tests/fixtures/README.md). Missing data is an error, not a skip: the
+    fixtures are part of the repository."""
     if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"reference material not found at {REFERENCE_DIR}")
+        raise FileNotFoundError(
+            f"reference fixtures not found at {REFERENCE_DIR} "
+            "(tests/fixtures/ of the repository, or $EMG2QWERTY_SSM_REFERENCE)"
+        )
     return REFERENCE_DIR
 
 

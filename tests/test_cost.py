@@ -1,4 +1,5 @@
-"""Cost cards: aggregation, the FlopCounterMode cross-check and the paper's MAC/s (SPEC §6)."""
+"""Cost cards: aggregation, the FlopCounterMode cross-check and the paper's MAC/s
+(docs/models.md#macs-per-stage)."""
 
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ def test_bad_block_costs_are_named() -> None:
 
 # ----------------------------------------------------------------------------- paper models
 
-PAPER = {  # SPEC.md §6.1-6.2: params, core MAC/s, weight-layer MAC/s, output rate (Hz)
+PAPER = {  # docs/models.md: params, core MAC/s, weight-layer MAC/s, output rate (Hz)
     "s4_large": (1_278_691, 192_336_062.5, 157_248_062.5, 31.25),
     "tc_s4_medium": (697_101, 32_637_375, 30_573_375, 2000 / 96),
     "tc_s4_small": (388_437, 13_581_375, 11_517_375, 2000 / 96),
@@ -196,8 +197,9 @@ def test_paper_model_cards_and_flop_counter(name: str) -> None:
     assert round(card["recurrent_macs_per_second"], 3) == macs - weight
     assert card["output_rate_hz"] == pytest.approx(rate)
     assert card["latency_s"] == pytest.approx(1 / rate)  # causal, block-wise: one frame
-    # The weight layers agree exactly with torch's FLOP counter on a batch forward (SPEC §6.2
-    # cross-check); 6144 samples is a whole number of 64- and 96-sample frames.
+    # The weight layers agree exactly with torch's FLOP counter on a batch forward
+    # (docs/models.md#cost-convention cross-check); 6144 samples is a whole number of 64- and
+    # 96-sample frames.
     x = torch.randn(96 * 64, 1, 2, 16)
     assert round(flop_counter_weight_macs(model, x, 2000.0)["total"], 3) == weight
 

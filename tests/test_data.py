@@ -1,4 +1,5 @@
-"""The data layer against the reference fixture (SPEC §1) and on small generated files."""
+"""The data layer against the reference fixture (docs/format.md#session-files) and on small
+generated files."""
 
 from __future__ import annotations
 
@@ -341,7 +342,8 @@ def test_load_split_formats(tmp_path):
 
 
 def test_user_splits_match_reference(reference_dir):
-    """conf/user/*.yaml are the paper's splits, with SPEC §1.4's sizes and structure."""
+    """conf/user/*.yaml are the paper's splits, with sizes and structure of
+    docs/format.md#splits."""
     sizes = {"user0": 10, "user1": 9, "user2": 9, "user3": 8, "user4": 8, "user5": 8}
     sizes |= {"user6": 8, "user7": 8}
     generic = data.load_split(REPO / "conf" / "user" / "generic.yaml")

@@ -1,4 +1,4 @@
-"""Windows, the longer-window curriculum and the two evaluation protocols (SPEC.md §5.6, §5.8)."""
+"""Windows, the longer-window curriculum and the two evaluation protocols (docs/recipe.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""CharacterErrorRates: SPEC.md §3.3 worked examples, micro-averaging, empty epochs."""
+"""CharacterErrorRates: docs/decoding-rules.md#cer worked examples, micro-averaging, empty
+epochs."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from emg2qwerty_ssm.models.summary import compose_model_config, layer_table, mai
 
 PAPER = ("s4_large", "tc_s4_medium", "tc_s4_small")
 
-# SPEC.md §6.1: per-stage parameter split
+# docs/models.md#parameter-counts: per-stage parameter split
 PARAMS = {
     "s4_large": {
         "mlp": 2_280,
@@ -46,7 +46,8 @@ PARAMS = {
         "total": 388_437,
     },
 }
-# SPEC.md §6.2: core MAC/s, of which weight layers and SSM recurrences; other element-wise ops/s
+# docs/models.md#cost-convention: core MAC/s, of which weight layers and SSM recurrences; other
+# element-wise ops/s
 COST = {
     "s4_large": (192_336_062.5, 157_248_062.5, 35_088_000, 1_272_000),
     "tc_s4_medium": (32_637_375, 30_573_375, 2_064_000, 272_000),
@@ -109,7 +110,8 @@ def test_cost_rates_follow_the_pools(models: dict[str, EMGModel]) -> None:
 
 @pytest.mark.parametrize("name", ["s4_large", "tc_s4_small"])
 def test_weight_macs_match_flop_counter(models: dict[str, EMGModel], name: str) -> None:
-    """Independent check of the analytic weight MACs (SPEC §6.2 cross-check)."""
+    """Independent check of the analytic weight MACs (cross-check in
+    docs/models.md#macs-per-stage)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     m = models[name].eval()
@@ -135,7 +137,8 @@ def test_stride_and_emission_lengths(
     m = models[name]
     assert m.stride == stride
     lengths = torch.tensor([8000, 9999, 10000, 162000], dtype=torch.int32)
-    assert m.emission_lengths(lengths).tolist() == frames  # SPEC §5.7
+    # docs/recipe.md#emission-lengths-and-loss
+    assert m.emission_lengths(lengths).tolist() == frames
     assert m.emission_lengths(lengths).dtype == torch.long
 
 

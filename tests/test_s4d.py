@@ -1,4 +1,5 @@
-"""S4D layer: parameterisation (SPEC §5.3), FFT vs recurrent modes, optimizer hints, dropout."""
+"""S4D layer: parameterisation (docs/models.md#s4d-parameterisation), FFT vs recurrent modes,
+optimizer hints, dropout."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def test_initialisation_and_parameter_count() -> None:
     assert torch.allclose(layer.A_imag[3], math.pi * torch.arange(16.0))
     assert torch.equal(layer.A_imag[0], layer.A_imag[-1])  # S4D-Lin: same for every channel
     assert all(p.requires_grad for p in layer.parameters())
-    assert sum(p.numel() for p in layer.parameters()) == 2 * h * h + 68 * h  # SPEC §6.1
+    # docs/models.md#parameter-counts
+    assert sum(p.numel() for p in layer.parameters()) == 2 * h * h + 68 * h
 
 
 def test_optim_hints_only_on_timescale_parameters() -> None:

@@ -1,4 +1,5 @@
-"""The warm-up + cosine-with-warm-restarts schedule against the measured table (SPEC.md §5.5)."""
+"""The warm-up + cosine-with-warm-restarts schedule against the measured table
+(docs/recipe.md#lr-schedule)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from emg2qwerty_ssm.schedulers import cosine_warm_restarts, warmup_cosine_lr
 
-# SPEC.md §5.5, measured on the seed: epoch -> (general group lr, SSM group lr)
+# docs/recipe.md#lr-schedule, measured on the seed: epoch -> (general group lr, SSM group lr)
 MEASURED = {
     0: (1e-6, 1e-6),
     1: (2.509e-4, 5.09e-5),

@@ -1,4 +1,5 @@
-"""Streaming on raw 2 kHz EMG equals the offline forward; the models are causal (SPEC §5.2)."""
+"""Streaming on raw 2 kHz EMG equals the offline forward; the models are causal
+(docs/models.md#architecture)."""
 
 from __future__ import annotations
 

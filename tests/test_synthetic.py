@@ -1,5 +1,5 @@
 """The synthetic generator: exact file format, splits, determinism, caching, and the
-physiological/typing checks of SYNTHETIC_EMG.md "Checks worth automating"."""
+physiological/typing checks of docs/synthetic-evidence.md "Checks worth automating"."""
 
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def test_generated_files_load_and_validate(tiny_root):
     path = _sessions(tiny_root)[0]
     with EMGSessionData(path) as session:
         keystrokes = session.keystrokes
-        expected = "".join(charset().key_to_unicode(k["key"]) for k in keystrokes)
+        expected = "".join(charset().key_to_char(k["key"]) for k in keystrokes)
         assert session.ground_truth().text == expected
         assert LabelData.from_prompts(session.prompts).text.endswith("⏎")
         n_rows = len(session)

@@ -17,7 +17,7 @@ from trainer_helpers import CONFIG_DIR, cache_dir, compose_cfg, run_cli
 from emg2qwerty_ssm.results import REQUIRED_KEYS, read_results
 from emg2qwerty_ssm.train import load_checkpoint_model, objective, train
 
-# SPEC.md §6.1-§6.2 (measured on the seed's classes)
+# docs/models.md (measured on the seed's classes)
 PAPER_MODELS = {
     "s4_large": (1_278_691, 192_336_062.5),
     "tc_s4_medium": (697_101, 32_637_375.0),

@@ -1,4 +1,4 @@
-"""Transforms (SPEC §4): shapes, randomness and the spectrogram's values."""
+"""Transforms (docs/format.md#transforms): shapes, randomness and the spectrogram's values."""
 
 from __future__ import annotations
 

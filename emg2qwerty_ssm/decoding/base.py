@@ -80,7 +80,7 @@ class Decoder:
         """
         emissions, timestamps = self._check_inputs(emissions, timestamps)
         labels, onsets = self._decode(emissions, timestamps, finish)
-        return self._label_data(labels, onsets)
+        return self._label_data(labels, onsets, timestamps.dtype)
 
     def _decode(
         self, emissions: np.ndarray, timestamps: np.ndarray, finish: bool = False
@@ -129,7 +129,7 @@ class Decoder:
             for item in items:  # check here: a worker's error would be harder to read
                 self._check_inputs(item, np.arange(len(item)))
             results = list(self._get_pool(workers).map(_decode_one, items))
-            return [self._label_data(labels, onsets) for labels, onsets in results]
+            return [self._label_data(lab, ons, np.int64) for lab, ons in results]
         decoded = []
         for item in items:
             self.reset()
@@ -201,9 +201,14 @@ class Decoder:
             )
         return emissions, timestamps
 
-    def _label_data(self, labels: np.ndarray, times: np.ndarray) -> LabelData:
+    def _label_data(
+        self, labels: np.ndarray, times: np.ndarray, time_dtype: np.dtype | type | None = None
+    ) -> LabelData:
+        """LabelData of the decoded labels; onsets keep the callers' integer dtype (frame
+        indices stay integers, as in emg2qwerty) even where a decoder stores them as float."""
         from emg2qwerty_ssm.data import LabelData
 
-        return LabelData.from_labels(
-            np.asarray(labels).tolist(), np.asarray(times).tolist(), _charset=self._charset
-        )
+        times = np.asarray(times)
+        if time_dtype is not None and np.dtype(time_dtype).kind in "iu":
+            times = times.astype(time_dtype)
+        return LabelData.from_labels(np.asarray(labels).tolist(), times, _charset=self._charset)

@@ -1,4 +1,5 @@
-"""CTC prefix beam search with a character n-gram KenLM (SPEC.md §3.2), vectorised per frame.
+"""CTC prefix beam search with a character n-gram KenLM (docs/decoding-rules.md#beam-search),
+vectorised per frame.
 
 Same algorithm, same floating-point operations in the same order as the straightforward
 per-state loop (tests/beam_oracle.py), but each frame is a handful of numpy operations over

@@ -1,4 +1,4 @@
-"""Greedy (best-path) CTC decoding (SPEC.md §3.1)."""
+"""Greedy (best-path) CTC decoding (docs/decoding-rules.md#greedy)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""KenLM character language model over charset key-name tokens (SPEC.md §3.2, "LM application").
+"""KenLM character language model over charset key-name tokens (docs/decoding-rules.md#beam-search,
+"LM application").
 
 The decoder asks the LM one question over and over: "in LM context c, what does token l
 score and where does the context go?". ``CharLM`` answers it from a memo table indexed by
@@ -65,8 +66,8 @@ class CharLM:
     """A KenLM model queried with charset key names (``a``, ``Key.space``, ...).
 
     Out-of-vocabulary tokens end the current word (``</s>``, then back to ``<s>``), or score
-    the unigram ``<unk>`` when already at ``<s>``, exactly as SPEC.md §3.2. Scores are log10
-    and are returned unchanged.
+    the unigram ``<unk>`` when already at ``<s>``, exactly as docs/decoding-rules.md#beam-search.
+    Scores are log10 and are returned unchanged.
 
     Args:
         path: a KenLM ``.arpa`` or ``.bin`` file (relative paths also tried from the repo root).

@@ -4,7 +4,7 @@ emg2qwerty's ``wikitext-103-6gram-charlm`` was trained on WikiText-103 words (NL
 tokenizer), lower-cased, keeping only words made entirely of the charset's letters, one
 word per line with its characters as space-separated tokens (``h e l l o``). The resulting
 LM has no cross-word n-grams: every word is a sentence ``<s> h e l l o </s>``, which is
-how the decoder uses it (non-letters end a word, SPEC.md §3.2).
+how the decoder uses it (non-letters end a word, docs/decoding-rules.md#beam-search).
 
 Words are split here without NLTK: on whitespace, with leading/trailing punctuation
 stripped (NLTK splits those off as separate tokens too). A word with punctuation, digits or

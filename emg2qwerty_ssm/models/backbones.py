@@ -1,4 +1,4 @@
-"""Low-frequency backbones: the residual S4D stack (SPEC.md §5.2 rows 5a–5c).
+"""Low-frequency backbones: the residual S4D stack (docs/models.md#architecture rows 5a–5c).
 
 The TDS-Conv baseline backbone lives in ``tds.py``.
 """
@@ -127,7 +127,8 @@ class S4DBackbone(StreamingModule):
         for i, (s4, norm, p) in enumerate((s4, norm, p) for s4, _, norm, p in self._blocks()):
             out_rate = rate / p
             conv_params = _params(s4.out_conv)
-            # per complex mode: Ā⊙s 4 MAC, B̄·u 2 MAC, Re(C·s) 2 MAC; plus D·u (SPEC §6.2)
+            # per complex mode: Ā⊙s 4 MAC, B̄·u 2 MAC, Re(C·s) 2 MAC; plus D·u
+            # (docs/models.md#cost-convention)
             costs += [
                 BlockCost(
                     f"s4_layers.{i}.ssm",

@@ -61,5 +61,6 @@ class StreamingModule(nn.Module):
         return self.forward(buffered[:usable]), buffered[usable:]
 
     def cost(self, input_rate_hz: float) -> list[BlockCost]:
-        """Streaming compute of this stage fed at ``input_rate_hz`` (SPEC.md §6.2 convention)."""
+        """Streaming compute of this stage fed at ``input_rate_hz`` (cost convention of
+        docs/models.md)."""
         raise NotImplementedError(f"{type(self).__name__} does not report its cost")

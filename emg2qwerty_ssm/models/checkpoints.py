@@ -8,8 +8,8 @@ Own format (``save_model``): a ``torch.save`` of a plain dict
 which loads with ``torch.load(weights_only=True)`` and no allow-list at all, and rebuilds the
 architecture with :func:`build_model` from ``model_config``.
 
-Seed format (the paper's released ``*.ckpt``, SPEC §5.8): a Lightning checkpoint whose
-``hyper_parameters`` hold omegaconf objects (``model_HF`` / ``model_LF`` configs,
+Seed format (the paper's released ``*.ckpt``, docs/recipe.md#evaluation): a Lightning checkpoint
+whose ``hyper_parameters`` hold omegaconf objects (``model_HF`` / ``model_LF`` configs,
 ``mlp_features``, ``norm``, ``input_mean_pooling``, ...) and whose ``state_dict`` uses keys
 ``model.<i>.…`` (2 = MLP, 4 = HF front-end, 5 = LF S4 model, 6 = classifier) plus the aliases
 ``model_HF.…`` / ``model_LF.…``. The architecture is inferred from the hyper-parameters and the
@@ -234,7 +234,8 @@ def _require(cond: bool, path: Path, what: str) -> None:
 
 
 def seed_model_config(hp: Mapping[str, Any], path: Path = Path("<seed>")) -> dict[str, Any]:
-    """Our ``model`` config node for a seed checkpoint's ``hyper_parameters`` (SPEC §5.1)."""
+    """Our ``model`` config node for a seed checkpoint's ``hyper_parameters``
+    (docs/models.md#the-papers-models)."""
     _require(
         hp.get("in_transform", "raw_signal") == "raw_signal",
         path,

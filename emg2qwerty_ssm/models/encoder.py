@@ -1,4 +1,5 @@
-"""Input stage: time mean-pooling + per-band rotation-invariant MLP (SPEC.md §5.2 rows 1–3).
+"""Input stage: time mean-pooling + per-band rotation-invariant MLP (docs/models.md#architecture
+rows 1–3).
 
 Input ``(T, N, bands, electrodes[, extra...])`` (raw EMG: ``(T, N, 2, 16)``; a
 log-spectrogram: ``(T, N, 2, 16, 33)``), output ``(T // P, N, bands * F)`` with the bands'
@@ -186,7 +187,8 @@ class RotationInvariantEncoder(StreamingModule):
                         weight_macs_per_s=rot * rate * lin.in_features * lin.out_features,
                     )
                 )
-                # LayerNorm: 2 ops per element; BatchNorm folds into the Linear (SPEC §6.2)
+                # LayerNorm: 2 ops per element; BatchNorm folds into the Linear
+                # (docs/models.md#cost-convention)
                 ops = 2 * lin.out_features * rot * rate if norm.kind == "layernorm" else 0.0
                 costs.append(
                     BlockCost(

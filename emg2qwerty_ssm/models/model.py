@@ -75,7 +75,8 @@ class EMGModel(nn.Module):
     def emission_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
         """Valid output frames per item: per stage ``L -> (L - left_context) // stride``.
 
-        With kernel = stride stages this is ``input_lengths // self.stride`` (SPEC §5.7).
+        With kernel = stride stages this is ``input_lengths // self.stride``
+        (docs/recipe.md#emission-lengths-and-loss).
         """
         lengths = torch.as_tensor(input_lengths).long()
         for _, stage in self.stages():
@@ -114,8 +115,8 @@ class EMGModel(nn.Module):
 
     # -- training helpers --------------------------------------------------------------------
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
-        """Optimizer groups (SPEC §5.4): one group at ``base_lr`` for parameters without a hint
-        and one group per distinct ``_optim`` hint (S4D's ``log_dt``, ``log_A_real``,
+        """Optimizer groups (docs/recipe.md#optimizer): one group at ``base_lr`` for parameters
+        without a hint and one group per distinct ``_optim`` hint (S4D's ``log_dt``, ``log_A_real``,
         ``A_imag``: lr 5e-4, weight_decay 0)."""
         hints: dict[int, dict[str, float]] = {}
         for module in self.modules():
@@ -139,7 +140,7 @@ class EMGModel(nn.Module):
         return groups
 
     def cost(self, input_rate_hz: float | None = None) -> list[BlockCost]:
-        """Per-layer streaming cost (SPEC §6.2) with stage-prefixed names."""
+        """Per-layer streaming cost (docs/models.md#cost-convention) with stage-prefixed names."""
         rate = self.input_rate_hz if input_rate_hz is None else float(input_rate_hz)
         costs: list[BlockCost] = []
         for name, stage in self.stages():

@@ -1,6 +1,6 @@
 """Recurrent front-ends: a GRU and an event-based GRU (EGRU), reduced to the backbone rate.
 
-Both follow the seed's ``GRULayer`` (SPEC.md Appendix A): optional own mean pooling of the
+Both follow the seed's ``GRULayer`` (docs/models.md#gru-front-end): optional own mean pooling of the
 500 Hz encoder features, one unidirectional recurrent layer of ``d_hidden`` units, the hidden
 sequence cut into blocks of ``block_length / mean_pooling`` steps and each block reduced by
 ``mean`` or ``last``, then tied dropout, ``Linear(d_hidden, out_features)``, BatchNorm1d

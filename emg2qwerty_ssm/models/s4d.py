@@ -1,4 +1,5 @@
-"""The S4D layer (SPEC.md §5.3): a diagonal complex state-space model with two execution modes.
+"""The S4D layer (docs/models.md#s4d-parameterisation): a diagonal complex state-space model with
+two execution modes.
 
 Training uses the FFT convolution with the materialised kernel; streaming uses the recurrence
 with an explicit complex state. Both share the same parameters and give the same output
@@ -45,7 +46,7 @@ class S4D(nn.Module):
     ``log_dt (H)``, ``C (H, modes, 2)`` (real, imag), ``log_A_real (H, modes)``,
     ``A_imag (H, modes)``, ``D (H)`` and ``out_conv`` (Conv1d H→2H, kernel 1). The three
     timescale parameters carry an ``_optim`` hint ``{"lr": ssm_lr, "weight_decay": 0.0}``
-    (SPEC §5.4) that :meth:`EMGModel.param_groups` honours.
+    (docs/recipe.md#optimizer) that :meth:`EMGModel.param_groups` honours.
     """
 
     def __init__(

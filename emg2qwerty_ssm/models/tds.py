@@ -148,7 +148,7 @@ class SpectrogramMLPEncoder(StreamingModule):
         sizes = [self.in_features // bands, *self.mlp_features]
         macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         return [
-            # per-channel affine ahead of a Linear: folds into it (SPEC §6.2)
+            # per-channel affine ahead of a Linear: folds into it (docs/models.md#cost-convention)
             BlockCost("spec_norm", "norm", norm_params, r, r),
             BlockCost(
                 "mlp",

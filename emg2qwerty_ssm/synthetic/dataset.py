@@ -1,12 +1,12 @@
 """Whole-dataset generation: users, sessions, HDF5 files, metadata.csv, split YAMLs.
 
-File layout follows SPEC.md §1 exactly: ``<root>/<session>.hdf5`` with group
+File layout follows docs/format.md#session-files exactly: ``<root>/<session>.hdf5`` with group
 ``emg2qwerty`` holding the compound dataset ``timeseries`` (``emg_left`` f4 (16,),
 ``emg_right`` f4 (16,), ``time`` f8 unix seconds at 2 kHz) and the group attributes
 ``session_name``, ``user``, ``condition``, ``duration_mins``, ``keystrokes`` (JSON list of
 ``{key, start, end}``) and ``prompts`` (JSON list of ``{name: "text_prompt", start, end,
 payload: {text}}``); ``<root>/metadata.csv`` with the emg2qwerty columns; and
-``<root>/splits/{generic,user0,...}.yaml`` in the real split format (SPEC.md §1.4).
+``<root>/splits/{generic,user0,...}.yaml`` in the real split format (docs/format.md#splits).
 
 Randomness: one ``numpy.random.SeedSequence`` per (seed, user, session, purpose), so a
 session's bytes depend only on the seed, its indices and the parameters, never on how many
@@ -151,7 +151,8 @@ def generate_session(
         "duration_mins": float(n_t / p.sample_rate_hz / 60.0),
         "keystrokes": json.dumps(keystrokes),
         "prompts": json.dumps(prompts),
-        # Extra attributes are allowed (SPEC.md §1.1); real files carry the first two.
+        # Extra attributes are allowed (docs/format.md#session-files); real files carry the first
+        # two.
         "daq_sample_rate": float(p.sample_rate_hz),
         "daq_channels": 16,
         "synthetic_info": json.dumps(
@@ -183,7 +184,7 @@ def _split_entries(specs: list[SessionSpec]) -> list[dict[str, object]]:
 
 
 def make_splits(config: DatasetConfig, specs: list[SessionSpec], seed: int) -> dict[str, dict]:
-    """Split dicts following emg2qwerty's generate_splits.py rules (SPEC.md §1.4).
+    """Split dicts following emg2qwerty's generate_splits.py rules (docs/format.md#splits).
 
     Held-out users: 2 test, 2 val, rest train (1/1 when they have fewer than 6 sessions).
     Other users: 2 val (1 below 4 sessions), rest train. ``generic`` trains/validates on the

@@ -1,6 +1,6 @@
 """Signal model: keystroke-locked motor-unit bursts on two 16-electrode wrist bands.
 
-Follows the recommended generator of SYNTHETIC_EMG.md ("SE") §6:
+Follows the recommended generator of docs/synthetic-evidence.md ("SE") §6:
 
 1. **Sources** (SE §3 "Muscles serving the fingers"): per hand, each finger has one extensor
    source on the dorsal electrodes and one flexor source on the palmar electrodes, plus four

@@ -1,14 +1,14 @@
 """US QWERTY geometry and the standard touch-typing finger map.
 
-The finger assignment is the one in SYNTHETIC_EMG.md §3 ("Finger-to-key assignment"):
+The finger assignment is the one in docs/synthetic-evidence.md §3 ("Finger-to-key assignment"):
 little q a z / p ; / ' [ ] Enter Backspace, ring w s x / o l ., middle e d c / i k ,,
 index r f v t g b / y h n u j m, thumb space. Key positions (row, column in key units with
 the usual row stagger) give the "adjacent key" relation used for substitution typos and the
 row / lateral reach that makes keys of one finger differ slightly in their EMG (Soechting &
-Flanders 1992, quoted in SYNTHETIC_EMG.md §3).
+Flanders 1992, quoted in docs/synthetic-evidence.md §3).
 
-Key names are the keylogger's pynput-style names (SPEC.md §1.1): single characters for
-printable keys and ``Key.space`` / ``Key.enter`` / ``Key.backspace`` for special keys.
+Key names are the keylogger's pynput-style names (docs/format.md#session-files): single characters
+for printable keys and ``Key.space`` / ``Key.enter`` / ``Key.backspace`` for special keys.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Generator parameters (the difficulty knobs) and dataset-size presets.
 
 Every number below cites where it comes from; "SE" is
-``../shared/reference/SYNTHETIC_EMG.md`` (its section and table). Knobs marked
+``docs/synthetic-evidence.md`` (its section and table). Knobs marked
 **difficulty** change how hard the decoding problem is; they are the ones to tune if larger
 models should buy lower CER (see docs/synthetic.md).
 """
@@ -120,7 +120,7 @@ class DatasetConfig:
     """How many users/sessions to write and how the splits are drawn.
 
     Users 0..n_heldout-1 are the held-out (personalized) users, mirroring emg2qwerty's
-    choice of the users with the most sessions (SPEC.md §1.4).
+    choice of the users with the most sessions (docs/format.md#splits).
     """
 
     n_users: int

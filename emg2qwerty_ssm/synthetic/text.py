@@ -1,7 +1,7 @@
 """Prompt text: four-word lowercase lines from English prose available offline.
 
-Real sessions (SYNTHETIC_EMG.md §1 "prompts", computed layout) show: a pangram, 75 lines of
-four random dictionary words, the pangram again, 75 consecutive four-word chunks of
+Real sessions (docs/synthetic-evidence.md §1 "prompts", computed layout) show: a pangram, 75 lines
+of four random dictionary words, the pangram again, 75 consecutive four-word chunks of
 Wikipedia text (lowercase with basic punctuation, e.g. "army. the capitalist has"), and
 usually a closing pangram. Prompts contain no capitals. We keep that layout, scaled to the
 session length, and take the English from the docstrings of a fixed list of Python

@@ -1,6 +1,6 @@
 """Typist model: prompt lines -> keystrokes with press/release times, typos and backspaces.
 
-All distributions come from SYNTHETIC_EMG.md §5 (computed from the 1,135 real keystroke
+All distributions come from docs/synthetic-evidence.md §5 (computed from the 1,135 real keystroke
 logs): lognormal inter-key intervals by context (within word 147 ms, word-initial 223 ms,
 before Enter 287 ms, letter -> space 135 ms) scaled by hand/finger context (alternating hands
 135 ms, same hand other finger 166 ms, same finger other key 195 ms, same key 152 ms),
@@ -8,8 +8,8 @@ lognormal holds (median 90 ms, log-sd 0.36; backspace 75, space 105 ms), rollove
 from holds longer than the next IKI (~21%), and single-character errors fixed at once by a
 pause (median 450 ms) and a backspace run (1: 55%, 2: 24%, 3: 9%, 4: 4.5%); error types
 42% next-char-early, 27% adjacent key, 12% other hand, 4% doubled, 15% other. Session timing
-follows SYNTHETIC_EMG.md §1 ("Session timing"). The keylogger's ~15 ms time grid is applied
-to the *logged* times only; the EMG is driven by the true times, so labels carry the same
+follows docs/synthetic-evidence.md §1 ("Session timing"). The keylogger's ~15 ms time grid is
+applied to the *logged* times only; the EMG is driven by the true times, so labels carry the same
 kind of timing noise as the real ones.
 """
 
@@ -257,8 +257,8 @@ def simulate_typing(
     grid = p.key_grid_ms / 1000.0
     hold_steps = np.maximum(1, np.round((release_a - press_a) / grid))
     logged_release = logged_press + hold_steps * grid
-    # The keystroke JSON is sorted by press time (SPEC.md §1.1). IKIs >= 30 ms keep the grid
-    # snapping order-preserving, but sort anyway so that can never break.
+    # The keystroke JSON is sorted by press time (docs/format.md#session-files). IKIs >= 30 ms keep
+    # the grid snapping order-preserving, but sort anyway so that can never break.
     order = np.argsort(logged_press, kind="stable")
     return SessionTyping(
         keys=[keys[i] for i in order],
