@@ -32,7 +32,8 @@ static void qmatmul(const int8_t *x, int n_in, const int8_t *w, const int32_t *b
             memcpy(&wv, row + i, 4);
             memcpy(&xv, x + i, 4);
             a = (int32_t)__smlad(__sxtb16(wv), __sxtb16(xv), (uint32_t)a);
-            a = (int32_t)__smlad(__sxtb16(__ror(wv, 8)), __sxtb16(__ror(xv, 8)), (uint32_t)a);
+            a = (int32_t)__smlad(__sxtb16((wv >> 8) | (wv << 24)), __sxtb16((xv >> 8) | (xv << 24)),
+                                 (uint32_t)a);
         }
         for (; i < n_in; ++i) a += (int32_t)row[i] * (int32_t)x[i];
 #else

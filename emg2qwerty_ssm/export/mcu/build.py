@@ -14,7 +14,7 @@ from emg2qwerty_ssm.export.mcu.targets import PARTS, McuTarget
 
 INSTALL_HINT = "run `make mcu-toolchain` (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
 CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
-CFLAGS += ("-ffunction-sections", "-fdata-sections", "-fstack-usage")
+CFLAGS += ("-ffunction-sections", "-fdata-sections", "-fstack-usage", "-DEMG_MODEL_USE_SMLAD")
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
 RAM_SECTIONS = (".data", ".bss")
 MIN_STACK = 2048  # bytes the board link keeps free for the stack
