@@ -19,14 +19,14 @@ Returns the report fields it measured (see docs/mcu.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from emg2qwerty_ssm.export.cgen.emit_fp32 import emit_fp32
 from emg2qwerty_ssm.export.cgen.emit_int8 import emit_int8
-from emg2qwerty_ssm.export.cgen.host import build_host, frames_to_steps, run_host
+from emg2qwerty_ssm.export.cgen.host import ToolchainError, build_host, frames_to_steps, run_host
 from emg2qwerty_ssm.export.cgen.int8_reference import Int8Reference
 from emg2qwerty_ssm.export.cgen.plan import build_plan
 from emg2qwerty_ssm.export.cgen.quant import quantize_plan
@@ -38,7 +38,7 @@ from emg2qwerty_ssm.export.mcu.build import (
 )
 from emg2qwerty_ssm.export.mcu.qemu import run_qemu
 from emg2qwerty_ssm.export.mcu.targets import PARTS, get_target
-from emg2qwerty_ssm.export.cgen.host import ToolchainError
+from emg2qwerty_ssm.models.encoder import RotationInvariantEncoder
 from emg2qwerty_ssm.models.model import EMGModel
 
 TARGETS = ("c", "cortex-m4", "cortex-m7")
@@ -64,7 +64,8 @@ def greedy_text(log_probs: np.ndarray) -> str:
 
 def _as_emg(name: str, value: torch.Tensor | np.ndarray, model: EMGModel) -> np.ndarray:
     arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
-    bands, electrodes = model.encoder.bands, model.encoder.electrodes  # type: ignore[union-attr]
+    encoder = cast(RotationInvariantEncoder, model.encoder)  # build_plan checked the type
+    bands, electrodes = encoder.bands, encoder.electrodes
     if arr.ndim != 3 or arr.shape[1:] != (bands, electrodes):
         raise ValueError(
             f"{name} must be raw EMG (T, {bands}, {electrodes}), got shape {tuple(arr.shape)}"

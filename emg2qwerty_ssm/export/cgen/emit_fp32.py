@@ -1,6 +1,8 @@
 """Emit the fp32 C99 library of a :class:`FloatPlan` (libm's erff/expf/logf for GELU, GLU and
 log-softmax; every other operation is a plain float multiply-add)."""
 
+# ruff: noqa: E501  (the f-strings below are lines of generated C; kept whole to read as C)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -98,9 +100,16 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
                 scratch.append(f"float hid{b}_{j}[{n_out}];")
             lines.append(f"        linear({src}, {n_in}, {name}_w, {name}_b, {dst}, {n_out});")
             if ln is not None:
-                consts += [c_float_array(f"{name}_g", ln.gamma), c_float_array(f"{name}_beta", ln.beta)]
-                lines.append(f"        layernorm({dst}, {n_out}, {name}_g, {name}_beta, {ln.eps!r}f);")
-            lines.append(f"        for (int i = 0; i < {n_out}; ++i) {{ float *v = {dst} + i; *v = *v > 0.0f ? *v : 0.0f; }}")
+                consts += [
+                    c_float_array(f"{name}_g", ln.gamma),
+                    c_float_array(f"{name}_beta", ln.beta),
+                ]
+                lines.append(
+                    f"        layernorm({dst}, {n_out}, {name}_g, {name}_beta, {ln.eps!r}f);"
+                )
+            lines.append(
+                f"        for (int i = 0; i < {n_out}; ++i) {{ float *v = {dst} + i; *v = *v > 0.0f ? *v : 0.0f; }}"
+            )
             src, n_in = dst, n_out
         offset += n_in
         lines.append("    }")
@@ -119,7 +128,10 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
         )
         src, width = f"S.tc{i}", n_out
     h = plan.bb_in.shape[0]
-    consts += [c_float_array("bb_in_w", plan.bb_in.weight), c_float_array("bb_in_b", plan.bb_in.bias)]
+    consts += [
+        c_float_array("bb_in_w", plan.bb_in.weight),
+        c_float_array("bb_in_b", plan.bb_in.bias),
+    ]
     scratch += [f"float x[{frames * h}];", f"float y[{h}];", f"float z[{2 * h}];"]
     body.append(
         f"    for (int t = 0; t < {frames}; ++t)\n"
@@ -174,7 +186,9 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
         f"    linear(S.dec, {d_out}, cls_w, cls_b, S.logits, {k});\n"
         f"    log_softmax(S.logits, log_probs, {k});"
     )
-    return write_library(out_dir, _header(plan, "fp32", 0), _source(plan, consts, state, scratch, body))
+    return write_library(
+        out_dir, _header(plan, "fp32", 0), _source(plan, consts, state, scratch, body)
+    )
 
 
 def _header(plan: FloatPlan, precision: str, is_int8: int) -> str:

@@ -8,6 +8,8 @@ ldexpf) in a fixed order, with exp/log written out below, so the output is bit-i
 without FMA contraction (``-ffp-contract=off``).
 """
 
+# ruff: noqa: E501  (the f-strings below are lines of generated C; kept whole to read as C)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -245,7 +247,12 @@ def emit_int8(qp: Int8Plan, out_dir: Path) -> CLibrary:
         src, width = f"S.tc{i}", n_out
     h = qp.bb_in.weight.shape[0]
     e.qlinear("bb_in", qp.bb_in)
-    scratch += [f"float x[{frames * h}];", f"float y[{h}];", f"int8_t qy[{h}];", f"int8_t qz[{2 * h}];"]
+    scratch += [
+        f"float x[{frames * h}];",
+        f"float y[{h}];",
+        f"int8_t qy[{h}];",
+        f"int8_t qz[{2 * h}];",
+    ]
     body.append(
         f"    for (int t = 0; t < {frames}; ++t) {{\n"
         f"        qmatmul({src} + t * {width}, {width}, bb_in_w, bb_in_b, S.acc, {h});\n"

@@ -74,7 +74,7 @@ def det_exp(x: np.ndarray) -> np.ndarray:
     return np.ldexp(p, k.astype(np.int32)).astype(F32)
 
 
-def det_log(x: F32) -> F32:
+def det_log(x: np.floating | np.ndarray) -> np.float32:
     m, e = np.frexp(F32(x))
     m, e = F32(m), int(e)
     if m < F32(0.70710678):

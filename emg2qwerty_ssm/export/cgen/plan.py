@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from emg2qwerty_ssm.models.backbones import S4DBackbone
-from emg2qwerty_ssm.models.encoder import RotationInvariantEncoder, SparseReLU
+from emg2qwerty_ssm.models.encoder import BandMLP, RotationInvariantEncoder, SparseReLU
 from emg2qwerty_ssm.models.frontends import IdentityFrontend, TemporalConvFrontend
 from emg2qwerty_ssm.models.model import EMGModel
 
@@ -45,7 +46,7 @@ class Linear:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.weight.shape  # type: ignore[return-value]
+        return (int(self.weight.shape[0]), int(self.weight.shape[1]))
 
 
 @dataclass
@@ -128,17 +129,23 @@ def _encoder(enc: nn.Module) -> tuple[list[list[tuple[Linear, LayerNorm | None]]
     if enc.band_features != enc.electrodes:
         raise _unsupported("model.encoder", enc, " on spectrogram input (raw EMG only)")
     bands = []
-    for b, mlp in enumerate(enc.mlps):
+    for b, band_mlp in enumerate(enc.mlps):
+        mlp = cast(BandMLP, band_mlp)
         layers = []
         for j, (lin, norm, act) in enumerate(
             zip(mlp.linear_layers, mlp.norms, mlp.activations, strict=True)
         ):
             if not isinstance(act, nn.ReLU | SparseReLU):
                 raise _unsupported(f"model.encoder.mlps.{b}.activations.{j}", act)
-            inner = norm.norm
+            inner = cast(nn.Module, norm.norm)
             if isinstance(inner, nn.BatchNorm1d):
                 raise _unsupported(f"model.encoder.mlps.{b}.norms.{j}", inner)
-            layers.append((_linear(lin), _layernorm(inner, f"model.encoder.mlps.{b}.norms.{j}")))
+            layers.append(
+                (
+                    _linear(cast(nn.Linear, lin)),
+                    _layernorm(inner, f"model.encoder.mlps.{b}.norms.{j}"),
+                )
+            )
         bands.append(layers)
     return bands, enc.stride
 
@@ -187,7 +194,9 @@ def _s4d(bb: nn.Module, frames: int) -> tuple[Linear, list[S4DBlock], Linear]:
                 _f32(w.real),
                 _f32(w.imag),
                 _f32(s4.D),
-                Linear(_f32(s4.out_conv.weight[:, :, 0]), _f32(s4.out_conv.bias)),
+                Linear(
+                    _f32(s4.out_conv.weight[:, :, 0]), _f32(cast(torch.Tensor, s4.out_conv.bias))
+                ),
                 ln,
                 pool,
                 frames,

@@ -12,8 +12,11 @@ from emg2qwerty_ssm.export.cgen.host import ToolchainError, require_tool
 from emg2qwerty_ssm.export.mcu.firmware import FIRMWARE_C, LINKER_SCRIPT
 from emg2qwerty_ssm.export.mcu.targets import PARTS, McuTarget
 
-INSTALL_HINT = "run `make mcu-toolchain` (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
-CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
+INSTALL_HINT = (
+    "run `make mcu-toolchain` "
+    "(apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
+)
+CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
 CFLAGS += ("-ffunction-sections", "-fdata-sections", "-fstack-usage", "-DEMG_MODEL_USE_SMLAD")
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
 RAM_SECTIONS = (".data", ".bss")
@@ -136,10 +139,13 @@ def build_mcu(lib: CLibrary, target: McuTarget, out_dir: Path) -> McuBuild:
     )
     fp.fits = {p.name: fp.check(p.name) is None for p in PARTS}
     board_fits = (
-        fp.flash_bytes <= target.flash_length
-        and fp.ram_bytes + MIN_STACK <= target.ram_length
+        fp.flash_bytes <= target.flash_length and fp.ram_bytes + MIN_STACK <= target.ram_length
     )
-    elf = link("firmware", target.flash_length, target.ram_length, MIN_STACK)[0] if board_fits else None
+    elf = (
+        link("firmware", target.flash_length, target.ram_length, MIN_STACK)[0]
+        if board_fits
+        else None
+    )
     return McuBuild(elf, map_file, fp)
 
 

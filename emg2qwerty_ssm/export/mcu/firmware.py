@@ -8,7 +8,7 @@ instructions; the firmware calibrates ticks per instruction with a loop of known
 
 from __future__ import annotations
 
-FIRMWARE_C = r"""/* Generated QEMU firmware: streams input.f32 through emg_model_step via semihosting. */
+FIRMWARE_C = r"""/* Generated QEMU firmware: streams input.f32 through emg_model_step. */
 #include <stdint.h>
 #include <string.h>
 #include "emg_model.h"
@@ -102,7 +102,8 @@ int main(void) {
     uint64_t t0 = ticks();
     spin(1000000);
     uint64_t calib = ticks() - t0; /* ticks for 2e6 instructions (+ call overhead) */
-    int fin = sh_open("input.f32", 1), fout = sh_open("output.f32", 5), fcnt = sh_open("counts.u32", 5);
+    int fin = sh_open("input.f32", 1), fout = sh_open("output.f32", 5);
+    int fcnt = sh_open("counts.u32", 5);
     if (fin < 0 || fout < 0 || fcnt < 0) {
         sh_puts("semihosting open failed\n");
         return 1;
