@@ -69,12 +69,24 @@ def main() -> None:
                     )
                 except ModelDoesNotFitError as err:
                     report = {**err.report, "does_not_fit": str(err)}
-                keys = (
-                    "model precision target max_abs_diff host_c_rtf host_c_us_per_step "
-                    "flash_bytes ram_bytes stack_bytes stack_bytes_static_estimate "
-                    "instructions_per_step est_load fits qemu_max_abs_diff_vs_host checks "
-                    "does_not_fit"
-                ).split()
+                keys = [
+                    "model",
+                    "precision",
+                    "target",
+                    "max_abs_diff",
+                    "host_c_rtf",
+                    "host_c_us_per_step",
+                    "flash_bytes",
+                    "ram_bytes",
+                    "stack_bytes",
+                    "stack_bytes_static_estimate",
+                    "instructions_per_step",
+                    "est_load",
+                    "fits",
+                    "qemu_max_abs_diff_vs_host",
+                    "checks",
+                    "does_not_fit",
+                ]
                 row = {k: report.get(k) for k in keys}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
