@@ -182,3 +182,27 @@ def test_greedy_text_collapses_repeats_and_blanks() -> None:
 
     cs = charset()
     assert greedy_text(lp) == cs.labels_to_str([0, 0, 1])
+
+
+def test_seed_checkpoint_c_reproduces_the_authors_emissions(
+    reference_dir: Path, tmp_path: Path
+) -> None:
+    """The authors' TC_S4_small checkpoint format, streamed through the fp32 C library,
+    reproduces the emissions their code produced (one of the two batch items)."""
+    import emg2qwerty_ssm
+
+    seed_dir = reference_dir / "seed_checkpoint"
+    model = emg2qwerty_ssm.load_model(seed_dir / "TC_S4_small.ckpt")
+    io = torch.load(seed_dir / "TC_S4_small_io.pt", weights_only=True)
+    report = export_c(
+        model,
+        tmp_path,
+        target="c",
+        precision="fp32",
+        calibration=None,
+        session_emg=io["inputs"][:, 0],
+    )
+    host = np.fromfile(tmp_path / "host_output.f32", dtype=np.float32).reshape(-1, 99)
+    assert host.shape == (50, 99)
+    assert np.abs(host - io["emissions"][:, 0].numpy()).max() <= 1e-4
+    assert report["greedy_text_equal"]
