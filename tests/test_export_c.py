@@ -202,7 +202,7 @@ def test_seed_checkpoint_c_reproduces_the_authors_emissions(
         calibration=None,
         session_emg=io["inputs"][:, 0],
     )
-    host = np.fromfile(tmp_path / "host_output.f32", dtype=np.float32).reshape(-1, 99)
+    host = np.fromfile(report["artefacts"]["host_log_probs"], dtype=np.float32).reshape(-1, 99)
     assert host.shape == (50, 99)
     assert np.abs(host - io["emissions"][:, 0].numpy()).max() <= 1e-4
     assert report["greedy_text_equal"]

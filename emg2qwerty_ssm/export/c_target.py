@@ -139,6 +139,7 @@ def export_c(
         "header": str(lib.header),
         "source": str(lib.source),
         "host_harness": str(exe),
+        "host_log_probs": str(out_dir / "host_output.f32"),  # (steps, classes) float32
     }
     report["checks"] = checks
     if mcu is None:
