@@ -206,3 +206,18 @@ def test_seed_checkpoint_c_reproduces_the_authors_emissions(
     assert host.shape == (50, 99)
     assert np.abs(host - io["emissions"][:, 0].numpy()).max() <= 1e-4
     assert report["greedy_text_equal"]
+
+
+def test_missing_cross_toolchain_names_make_target(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from emg2qwerty_ssm.export.c_target import ToolchainError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: no arm-none-eabi-gcc, no QEMU
+    with pytest.raises(ToolchainError, match=r"arm-none-eabi-gcc not found.*make mcu-toolchain"):
+        export_c(
+            tiny_model(),
+            tmp_path,
+            target="cortex-m4",
+            precision="int8",
+            calibration=None,
+            session_emg=emg(96),
+        )

@@ -13,9 +13,7 @@ from emg2qwerty_ssm.export.mcu.build import ModelDoesNotFitError, toolchain_avai
 from tests.test_export_c import emg, tiny_model
 
 MISSING = toolchain_available()
-pytestmark = pytest.mark.skipif(
-    MISSING is not None, reason=f"{MISSING} (install with `make mcu-toolchain`)"
-)
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 
 def test_int8_cortex_m4_under_qemu_matches_host_bit_for_bit(tmp_path: Path) -> None:
