@@ -80,6 +80,8 @@ def main() -> None:
                     "ram_bytes",
                     "stack_bytes",
                     "stack_bytes_static_estimate",
+                    "library_flash_bytes",
+                    "library_ram_bytes",
                     "instructions_per_step",
                     "est_load",
                     "fits",

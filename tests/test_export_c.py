@@ -44,10 +44,13 @@ def _backbone(pools: list[int] | None) -> dict:
 
 
 def tiny_model(kind: str = "tc", seed: int = 0) -> EMGModel:
-    """A small random model: TC front-end (stride 96) or identity + pools (stride 8)."""
+    """A small random model: TC front-end (stride 96), identity + pools (stride 8), or
+    identity with a two-layer encoder MLP without norm (stride 4)."""
     torch.manual_seed(seed)
-    frontend, pools = (TC, None) if kind == "tc" else (IDENTITY, [2, 1])
-    cfg = {"name": f"tiny_{kind}", "encoder": ENCODER, "frontend": frontend}
+    frontend, pools, encoder = (TC, None, ENCODER) if kind == "tc" else (IDENTITY, [2, 1], ENCODER)
+    if kind == "mlp2":
+        pools, encoder = None, {**ENCODER, "mlp_features": [8, 6], "norm": "none"}
+    cfg = {"name": f"tiny_{kind}", "encoder": encoder, "frontend": frontend}
     model = build_model({**cfg, "backbone": _backbone(pools)})
     for module in model.modules():  # non-trivial BatchNorm statistics to test the folding
         if isinstance(module, torch.nn.BatchNorm1d):
@@ -62,7 +65,7 @@ def emg(samples: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(samples, 2, 16, generator=torch.Generator().manual_seed(seed)) * 2.0
 
 
-@pytest.mark.parametrize("kind", ["tc", "pools"])
+@pytest.mark.parametrize("kind", ["tc", "pools", "mlp2"])
 def test_fp32_host_c_matches_pytorch(tmp_path: Path, kind: str) -> None:
     model = tiny_model(kind)
     report = export_c(
@@ -100,7 +103,7 @@ def test_tc_s4_small_fp32_parity(tmp_path: Path) -> None:
     assert report["greedy_text_equal"]
 
 
-@pytest.mark.parametrize("kind", ["tc", "pools"])
+@pytest.mark.parametrize("kind", ["tc", "pools", "mlp2"])
 def test_int8_host_c_bit_exact_vs_numpy_reference(tmp_path: Path, kind: str) -> None:
     model = tiny_model(kind, seed=3)
     calibration = emg(model.stride * 60, seed=7)
