@@ -31,7 +31,6 @@ from emg2qwerty_ssm.export.cgen.int8_reference import Int8Reference
 from emg2qwerty_ssm.export.cgen.plan import build_plan
 from emg2qwerty_ssm.export.cgen.quant import quantize_plan
 from emg2qwerty_ssm.export.mcu.build import (
-    INSTALL_HINT,
     ModelDoesNotFitError,
     build_mcu,
     toolchain_available,
@@ -192,6 +191,3 @@ def export_c(
     )
     checks["qemu_matches_host"] = diff <= tol
     return report
-
-
-_ = INSTALL_HINT  # re-exported for callers that print how to install the toolchain
