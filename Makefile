@@ -68,3 +68,16 @@ pareto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache .mypy_cache
+
+# Cortex-M cross compiler, newlib and QEMU for `python -m emg2qwerty_ssm.export target=cortex-m4|cortex-m7`
+# and tests/test_export_mcu.py (see docs/mcu.md); apt-get runs only when a tool is missing.
+.PHONY: mcu-toolchain
+mcu-toolchain:
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+		&& test -f /usr/lib/arm-none-eabi/newlib/libc.a -o -f /usr/lib/arm-none-eabi/lib/libc.a; then \
+		echo "mcu-toolchain: arm-none-eabi-gcc, newlib and qemu-system-arm present"; \
+	else \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends \
+			gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; \
+	fi
