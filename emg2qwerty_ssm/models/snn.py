@@ -229,11 +229,13 @@ class SNNFrontend(StreamingModule):
             raise ValueError(f"SNNFrontend: tau_mem must be > 1, got {tau_mem!r}")
         if 0.0 < tau_synapse_filter <= 1.0:
             raise ValueError(
-                f"SNNFrontend: tau_synapse_filter must be > 1 (or <= 0: off), got {tau_synapse_filter!r}"
+                "SNNFrontend: tau_synapse_filter must be > 1 (or <= 0: off), "
+                f"got {tau_synapse_filter!r}"
             )
         if sparsity_spiking_activity < 0:
             raise ValueError(
-                f"SNNFrontend: sparsity_spiking_activity must be >= 0, got {sparsity_spiking_activity!r}"
+                "SNNFrontend: sparsity_spiking_activity must be >= 0, "
+                f"got {sparsity_spiking_activity!r}"
             )
         self.in_features, self.out_features = in_features, sizes[-1]
         self.layer_sizes = sizes
