@@ -353,3 +353,32 @@ def test_smoke_training_run_logs_spikes_and_measures_event_macs(tmp_path) -> Non
         logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
     assert {"train/activity_loss", "train/frontend/spike_fraction_0"} <= logged
     assert "val/frontend/spike_fraction_0" in logged
+
+
+def test_every_value_of_the_snn_search_space_builds_a_model() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
+
+    from emg2qwerty_ssm import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", ["hparams_search=snn_s4_cer"], return_hydra_config=True)
+    assert cfg.model.name == "snn_s4_small"
+    params = cfg.hydra.sweeper.params
+    assert any(k.startswith("model.frontend.") for k in params)
+    parser = OverridesParser.create()
+    for key, space in params.items():
+        if not key.startswith("model."):
+            continue
+        sweep = parser.parse_override(f"{key}={space}").value()
+        if isinstance(sweep, ChoiceSweep):
+            values = [str(v).replace(" ", "") if v is not None else "null" for v in sweep.list]
+        else:
+            assert isinstance(sweep, IntervalSweep)
+            values = [str(sweep.start), str(sweep.end)]
+        for value in values:
+            from emg2qwerty_ssm.cost import compose_config
+
+            model = build_model(compose_config(["model=snn_s4_small", f"{key}={value}"]).model)
+            assert model.stride == 96, (key, value)

@@ -195,7 +195,7 @@ class SNNFrontend(StreamingModule):
         tau_mem: float = 2.0,
         decay_input: bool = True,
         v_threshold: float = 1.0,
-        v_reset: float | None = 0.0,
+        v_reset: float | str | None = 0.0,
         detach_reset: bool = False,
         alpha_surr_grad: float = 2.0,
         tau_synapse_filter: float = -1.0,
@@ -207,6 +207,10 @@ class SNNFrontend(StreamingModule):
         sparsity_spiking_activity: float = 0.0,
     ) -> None:
         super().__init__()
+        if isinstance(v_reset, str):  # the authors' "none"; sweep choices cannot hold null
+            if v_reset.lower() not in ("none", "soft"):
+                raise ValueError(f"SNNFrontend: v_reset must be a number or none, got {v_reset!r}")
+            v_reset = None
         sizes = list(layer_sizes)
         if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
             raise ValueError(f"SNNFrontend: layer_sizes must be positive ints, got {sizes!r}")
