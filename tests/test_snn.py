@@ -105,6 +105,36 @@ def test_lif_matches_the_literal_equations_values_and_gradients(
     torch.testing.assert_close(g, g_ref)
 
 
+@pytest.mark.parametrize("neuron", ["lif", "plif"])
+@pytest.mark.parametrize("v_reset", [0.2, None])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("spiking", [True, False])
+@pytest.mark.parametrize("detach_every", [None, 4])
+def test_hand_written_scan_equals_autograd_through_the_reference_loop(
+    neuron, v_reset, detach_reset, spiking, detach_every
+) -> None:
+    torch.manual_seed(7)
+    lif = LIFNeurons(neuron, 2.5, True, 0.7, v_reset, detach_reset, 2.0, spiking).double()
+    x = (torch.randn(12, 3, 5, dtype=torch.float64) * 1.5).requires_grad_()
+    v0 = (torch.rand(3, 5, dtype=torch.float64) * 0.5).requires_grad_()
+    weights = torch.randn(3, 12, 3, 5, dtype=torch.float64)  # a generic loss of every output
+    results = []
+    for scan in (lif.scan, lif.scan_reference):
+        out, v_seq, last = scan(x, v0, detach_every)
+        loss = (weights[0] * out).sum() + (weights[1] * v_seq).sum() + (weights[2, 0] * last).sum()
+        params = [x, v0, *lif.parameters()]
+        results.append((out, v_seq, last, torch.autograd.grad(loss, params)))
+    (out, v_seq, last, grads), (r_out, r_v, r_last, r_grads) = results
+    if spiking:
+        assert 0 < out.mean() < 1
+    torch.testing.assert_close(out, r_out)
+    torch.testing.assert_close(v_seq, r_v)
+    torch.testing.assert_close(last, r_last)
+    assert last.requires_grad == r_last.requires_grad
+    for g, r in zip(grads, r_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
+
+
 def test_reset_modes_by_hand() -> None:
     x = torch.tensor([[[3.0]], [[0.0]], [[3.0]]])  # decay_input, tau 2: h = v/2 + x/2 (+ v_r/2)
     hard = LIFNeurons("lif", 2.0, True, 1.0, -0.5, False, 2.0)

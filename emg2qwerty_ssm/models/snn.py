@@ -33,7 +33,7 @@ from torch import nn
 
 from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models.base import State, StreamingModule
-from emg2qwerty_ssm.models.snn_surrogate import ATanSpike, post_reduction_activation
+from emg2qwerty_ssm.models.snn_surrogate import ATanSpike, LIFScan, post_reduction_activation
 
 REDUCTIONS = ("mean_act", "mean_mempot", "last_mempot")
 NEURONS = ("lif", "plif")
@@ -126,17 +126,36 @@ class LIFNeurons(nn.Module):
         """spikingjelly starts the membrane at ``v_reset`` (hard reset) or 0 (soft reset)."""
         return self.v_reset if self.v_reset is not None else 0.0
 
+    def _drive(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """``h_t = keep * v_{t-1} + drive_t``: the input part, for all steps at once."""
+        k = self.inv_tau()
+        v_rest = self.v_reset if self.v_reset is not None else 0.0
+        drive = k * (current + v_rest) if self.decay_input else current + k * v_rest
+        return drive, 1.0 - k
+
     def scan(
         self, current: torch.Tensor, v: torch.Tensor, detach_every: int | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``current (T, N, C)``, ``v (N, C)`` -> (spikes or membrane ``(T, N, C)``, membrane
         after each step ``(T, N, C)``, last membrane ``(N, C)``). With ``detach_every`` the
-        membrane is detached every that many steps (BPTT truncated at block boundaries)."""
-        k = self.inv_tau()
-        v_rest = self.v_reset if self.v_reset is not None else 0.0
-        # h = (1 - k) v + drive: the input part is computed for all steps at once.
-        drive = k * (current + v_rest) if self.decay_input else current + k * v_rest
-        keep = 1.0 - k
+        membrane is detached every that many steps (BPTT truncated at block boundaries).
+        Runs :class:`LIFScan` (hand-written backward); same values and gradients as
+        :meth:`scan_reference`."""
+        drive, keep = self._drive(current)
+        out, v_seq = LIFScan.apply(
+            drive, v, keep, self.v_threshold, self.v_reset, self.alpha, self.spiking,
+            self.detach_reset, detach_every or 0,
+        )  # fmt: skip
+        last = v_seq[-1]
+        if detach_every and current.shape[0] % detach_every == 0:
+            last = last.detach()
+        return out, v_seq, last
+
+    def scan_reference(
+        self, current: torch.Tensor, v: torch.Tensor, detach_every: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`scan` step by step under autograd: the specification of :class:`LIFScan`."""
+        drive, keep = self._drive(current)
         outs, vs = [], []
         for t in range(current.shape[0]):
             h = keep * v + drive[t]

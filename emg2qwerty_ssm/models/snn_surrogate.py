@@ -7,6 +7,8 @@
 - :class:`SugarReLU`: ReLU forward; backward the derivative of B-SiLU
   ``(x + a) * sigmoid(x) - a / 2`` with ``a = 1.67`` (the authors' ``sparse_sugar_X``).
 - :func:`post_reduction_activation`: the ``activation_post_reduction`` options.
+- :class:`LIFScan`: the LIF membrane recurrence with the arctangent surrogate and a
+  hand-written backward pass.
 
 All are element-wise and shape-preserving.
 """
@@ -105,3 +107,86 @@ def post_reduction_activation(name: str) -> nn.Module:
         f"activation_post_reduction must be none, relu, gelu, sparse_relu_<X> or "
         f"sparse_sugar_<X>, got {name!r}"
     )
+
+
+class LIFScan(torch.autograd.Function):
+    """The LIF membrane recurrence over a sequence with a hand-written backward pass (BPTT).
+
+    ``apply(drive, v0, keep, v_threshold, v_reset, alpha, spiking, detach_reset, detach_every)
+    -> (out (T, N, C), v_seq (T, N, C))`` for ``h_t = keep * v_{t-1} + drive_t`` (``keep = 1 -
+    1/tau`` a float or a 0-dim tensor, the PLIF case), ``s_t = H(h_t - v_threshold)`` with the
+    arctangent surrogate, ``v_t = h_t - s_t v_threshold`` (``v_reset`` None) or ``s_t v_reset +
+    (1 - s_t) h_t``; ``out`` is ``s`` or, with ``spiking=False``, ``v``. ``detach_every``
+    cuts the gradient of the membrane after every that many steps. Same values and gradients
+    as ``LIFNeurons.scan_reference`` (tested). Written by hand because autograd over a Python
+    loop of ~6 small ops per step spends most of its time on graph bookkeeping.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        drive: torch.Tensor,
+        v0: torch.Tensor,
+        keep: torch.Tensor | float,
+        v_threshold: float,
+        v_reset: float | None,
+        alpha: float,
+        spiking: bool,
+        detach_reset: bool,
+        detach_every: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a = float(keep) if isinstance(keep, torch.Tensor) else keep
+        h_all = torch.empty_like(drive)
+        v_all = torch.empty_like(drive)
+        v = v0
+        reset_value = drive.new_tensor(0.0 if v_reset is None else v_reset)
+        for t in range(drive.shape[0]):
+            h = torch.add(drive[t], v, alpha=a, out=h_all[t])
+            if not spiking:
+                v_all[t] = h
+            elif v_reset is None:
+                torch.where(h >= v_threshold, h - v_threshold, h, out=v_all[t])
+            else:
+                torch.where(h >= v_threshold, reset_value, h, out=v_all[t])
+            v = v_all[t]
+        out = (h_all >= v_threshold).to(drive.dtype) if spiking else v_all
+        ctx.save_for_backward(h_all, v_all, v0)
+        ctx.a, ctx.keep_is_tensor = a, isinstance(keep, torch.Tensor)
+        ctx.cfg = (v_threshold, v_reset, alpha, spiking, detach_reset, detach_every)
+        return out, v_all
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_out: torch.Tensor | None, grad_v: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
+        h_all, v_all, v0 = ctx.saved_tensors
+        v_threshold, v_reset, alpha, spiking, detach_reset, detach_every = ctx.cfg
+        a = ctx.a
+        steps = h_all.shape[0]
+        g_v = torch.zeros_like(h_all) if grad_v is None else grad_v.clone()
+        if not spiking:
+            if grad_out is not None:
+                g_v += grad_out  # out is v itself
+            from_out = torch.zeros_like(h_all)
+            dv_dh = torch.ones_like(h_all)
+        else:
+            sg = atan_surrogate_grad(h_all - v_threshold, alpha)
+            from_out = torch.zeros_like(h_all) if grad_out is None else grad_out * sg
+            if v_reset is None:  # v = h - s theta
+                dv_dh = torch.ones_like(h_all) if detach_reset else 1.0 - v_threshold * sg
+            else:  # v = s v_r + (1 - s) h
+                dv_dh = 1.0 - (h_all >= v_threshold).to(h_all.dtype)
+                if not detach_reset:
+                    dv_dh = dv_dh + (v_reset - h_all) * sg
+        d_h = torch.empty_like(h_all)
+        carry = torch.zeros_like(v0)
+        for t in range(steps - 1, -1, -1):
+            if detach_every and (t + 1) % detach_every == 0:
+                carry = torch.zeros_like(v0)  # v_t was detached before step t + 1 read it
+            torch.addcmul(from_out[t], g_v[t] + carry, dv_dh[t], out=d_h[t])
+            carry = d_h[t] * a
+        d_keep = None
+        if ctx.keep_is_tensor:
+            v_prev = torch.cat([v0.unsqueeze(0), v_all[:-1]])
+            d_keep = (d_h * v_prev).sum()
+        return d_h, carry, d_keep, None, None, None, None, None, None
