@@ -58,7 +58,7 @@ def test_sugar_is_relu_forward_with_the_b_silu_derivative_backward() -> None:
 
 def test_post_reduction_activations_and_bad_names() -> None:
     x = torch.randn(5, 3)
-    for name in ("relu", "sparse_relu_10", "sparse_sugar_4"):
+    for name in ("relu", "sparse_relu_10", "sparse_relu_tie_5", "sparse_sugar_4"):
         assert torch.equal(post_reduction_activation(name)(x), torch.relu(x))
     assert torch.equal(post_reduction_activation("none")(x), x)
     assert torch.allclose(post_reduction_activation("gelu")(x), nn.functional.gelu(x))

@@ -95,7 +95,8 @@ def post_reduction_activation(name: str) -> nn.Module:
     for prefix in ("sparse_relu_", "sparse_sugar_"):
         if name.startswith(prefix):
             try:
-                width = float(name[len(prefix) :])
+                # sparse_relu_tie_X: the seed's "tied" threshold is 0 as well, so the same
+                width = float(name[len(prefix) :].removeprefix("tie_"))
             except ValueError:
                 break
             if prefix == "sparse_relu_":
