@@ -230,11 +230,12 @@ class EMGModule(pl.LightningModule):
         stream = VAL_STREAMS[dataloader_idx]
         loss, emissions, emission_lengths = self._step(batch)
         spikes = _prefixed(stream, activity_metrics(self.model))  # per-layer spike fractions
-        self.log_dict(spikes, batch_size=int(batch["inputs"].shape[1]), add_dataloader_idx=False)
+        batch_size = int(batch["inputs"].shape[1])
+        self.log_dict(spikes, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
         self.log(
             f"{stream}/loss",
             loss,
-            batch_size=int(batch["inputs"].shape[1]),
+            batch_size=batch_size,
             sync_dist=True,
             add_dataloader_idx=False,
         )

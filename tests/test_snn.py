@@ -334,6 +334,31 @@ def test_snn_s4_small_cost_dense_and_event_driven() -> None:
     assert activity_metrics(model) == {"frontend/spike_fraction_0": pytest.approx(act, rel=1e-6)}
 
 
+def test_whole_snn_s4_small_streams_like_offline() -> None:
+    from emg2qwerty_ssm.cost import compose_config
+
+    torch.manual_seed(8)
+    model = build_model(compose_config(["model=snn_s4_small"]).model).eval()
+    x = torch.randn(96 * 5 + 50, 2, 2, 16)
+    with torch.no_grad():
+        offline = model(x)
+        state, outs = model.initial_state(2), []
+        for piece in x.split(70):
+            out, state = model.forward_stream(piece, state)
+            outs.append(out)
+    assert offline.shape[0] == 5
+    torch.testing.assert_close(torch.cat(outs), offline, rtol=1e-5, atol=1e-5)
+
+
+def test_autocast_runs_the_membrane_in_float32() -> None:
+    m = SNNFrontend(4, layer_sizes=[6, 3], HLfreq_ratio=4, v_threshold=0.3)
+    x = torch.randn(16, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    y.float().sum().backward()
+    assert torch.isfinite(m.linears[0].weight.grad).all() and m.layer_activity[0] > 0
+
+
 def test_synapse_filtered_layers_are_counted_dense() -> None:
     m = SNNFrontend(4, layer_sizes=[6, 5], tau_synapse_filter=4.0)
     m(torch.randn(48, 2, 4))

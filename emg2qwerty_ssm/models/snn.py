@@ -142,6 +142,8 @@ class LIFNeurons(nn.Module):
         Runs :class:`LIFScan` (hand-written backward); same values and gradients as
         :meth:`scan_reference`."""
         drive, keep = self._drive(current)
+        if drive.dtype in (torch.float16, torch.bfloat16):  # autocast: thresholds need float32
+            drive, v = drive.float(), v.float()
         out, v_seq = LIFScan.apply(
             drive, v, keep, self.v_threshold, self.v_reset, self.alpha, self.spiking,
             self.detach_reset, detach_every or 0,
