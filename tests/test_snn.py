@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from emg2qwerty_ssm import CONFIG_DIR
 from emg2qwerty_ssm.cost import model_card
 from emg2qwerty_ssm.models import build_model
 from emg2qwerty_ssm.models.snn import (
@@ -437,3 +438,17 @@ def test_every_value_of_the_snn_search_space_builds_a_model() -> None:
 
             model = build_model(compose_config(["model=snn_s4_small", f"{key}={value}"]).model)
             assert model.stride == 96, (key, value)
+
+
+@pytest.mark.parametrize("preset", ["snn", "snn_plif"])
+def test_front_end_family_presets_build_the_spiking_models(preset) -> None:
+    from emg2qwerty_ssm.cost import compose_config
+
+    cfg = compose_config(["model=tc_s4_small", f"+sweep/frontend={preset}"])
+    model = build_model(cfg.model)
+    assert isinstance(model.frontend, SNNFrontend) and model.stride == 96
+    assert model.frontend.neurons[0].neuron == ("plif" if preset == "snn_plif" else "lif")
+    assert "event_macs_per_second" in model_card(model)
+    family = (CONFIG_DIR / "sweep" / "frontend_family.yaml").read_text()
+    line = next(x for x in family.splitlines() if "+sweep/frontend:" in x)
+    assert preset in [v.strip() for v in line.split(":", 1)[1].split(",")]
