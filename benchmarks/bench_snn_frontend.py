@@ -25,7 +25,8 @@ from collections.abc import Callable
 
 import torch
 
-from emg2qwerty_ssm.models.snn import LIFNeurons, SNNFrontend
+from emg2qwerty_ssm.models.snn import SNNFrontend
+from emg2qwerty_ssm.models.snn_layers import LIFNeurons
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

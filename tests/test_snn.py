@@ -14,13 +14,12 @@ from emg2qwerty_ssm import CONFIG_DIR
 from emg2qwerty_ssm.cost import model_card
 from emg2qwerty_ssm.models import build_model
 from emg2qwerty_ssm.models.snn import (
-    BlockBatchNorm1d,
-    LIFNeurons,
     SNNFrontend,
     activity_metrics,
     regularization_loss,
     reset_activity,
 )
+from emg2qwerty_ssm.models.snn_layers import BlockBatchNorm1d, LIFNeurons, SynapseFilter
 from emg2qwerty_ssm.models.snn_surrogate import (
     SUGAR_ALPHA,
     ATanSpike,
@@ -132,6 +131,25 @@ def test_hand_written_scan_equals_autograd_through_the_reference_loop(
     torch.testing.assert_close(v_seq, r_v)
     torch.testing.assert_close(last, r_last)
     assert last.requires_grad == r_last.requires_grad
+    for g, r in zip(grads, r_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
+
+
+def test_synapse_filter_scan_equals_the_reference_loop_values_and_gradients() -> None:
+    torch.manual_seed(9)
+    syn = SynapseFilter(3.0).double()
+    assert torch.sigmoid(syn.w).item() == pytest.approx(1 / 3.0)
+    s = (torch.rand(15, 2, 4, dtype=torch.float64) < 0.3).double().requires_grad_()
+    i0 = torch.rand(2, 4, dtype=torch.float64).requires_grad_()
+    weights = torch.randn(2, 15, 2, 4, dtype=torch.float64)
+    results = []
+    for scan in (syn.scan, syn.scan_reference):
+        out, last = scan(s, i0)
+        loss = (weights[0] * out).sum() + (weights[1, 0] * last).sum()
+        results.append((out, last, torch.autograd.grad(loss, [s, i0, syn.w])))
+    (out, last, grads), (r_out, r_last, r_grads) = results
+    torch.testing.assert_close(out, r_out)
+    torch.testing.assert_close(last, r_last)
     for g, r in zip(grads, r_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
 

@@ -191,3 +191,32 @@ class LIFScan(torch.autograd.Function):
             v_prev = torch.cat([v0.unsqueeze(0), v_all[:-1]])
             d_keep = (d_h * v_prev).sum()
         return d_h, carry, d_keep, None, None, None, None, None, None
+
+
+class LinearRecurrence(torch.autograd.Function):
+    """``y_t = c_t * y_{t-1} + b_t`` over ``(T, N, C)`` with a hand-written backward.
+
+    ``apply(c, b, y0) -> y (T, N, C)``; element-wise coefficients ``c`` and inputs ``b``
+    ``(T, N, C)``, initial value ``y0`` ``(N, C)``. The synapse filter is this recurrence with
+    ``c_t = 1 - (1 - S_t) / tau`` and ``b_t = S_t``; autograd handles those expressions.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, c: torch.Tensor, b: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        ys = torch.empty_like(b)
+        y = y0
+        for t in range(b.shape[0]):
+            y = torch.addcmul(b[t], c[t], y, out=ys[t])
+        ctx.save_for_backward(c, ys, y0)
+        return ys
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c, ys, y0 = ctx.saved_tensors
+        d_b = torch.empty_like(grad)
+        carry = torch.zeros_like(y0)
+        for t in range(grad.shape[0] - 1, -1, -1):
+            carry = torch.add(grad[t], carry, out=d_b[t])
+            carry = carry * c[t]  # into y_{t-1}
+        y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]])
+        return d_b * y_prev, d_b, carry
