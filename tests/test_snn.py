@@ -401,14 +401,10 @@ def test_configs_compose_with_other_front_ends_and_backbones() -> None:
 
 # ----------------------------------------------------------------------------- training
 @pytest.mark.slow
-def test_smoke_training_run_logs_spikes_and_measures_event_macs(tmp_path) -> None:
+def test_smoke_training_run_logs_spikes_and_measures_event_macs(tmp_path, tmp_path_factory) -> None:
     from trainer_helpers import cache_dir, compose_cfg
 
     from emg2qwerty_ssm.train import train
-
-    class _Factory:  # cache_dir wants a tmp_path_factory-like object
-        def getbasetemp(self):
-            return tmp_path
 
     overrides = [
         "debug=smoke",
@@ -419,7 +415,7 @@ def test_smoke_training_run_logs_spikes_and_measures_event_macs(tmp_path) -> Non
         "model.frontend.sparsity_spiking_activity=0.5",
         "model.frontend.v_threshold=0.5",
     ]
-    results = train(compose_cfg(overrides, tmp_path / "run", cache_dir(_Factory())))
+    results = train(compose_cfg(overrides, tmp_path / "run", cache_dir(tmp_path_factory)))
     assert math.isfinite(results["CER"])
     cost = results["cost"]
     assert 0 < cost["event_macs_per_second"] < cost["macs_per_second"]
@@ -470,3 +466,34 @@ def test_front_end_family_presets_build_the_spiking_models(preset) -> None:
     family = (CONFIG_DIR / "sweep" / "frontend_family.yaml").read_text()
     line = next(x for x in family.splitlines() if "+sweep/frontend:" in x)
     assert preset in [v.strip() for v in line.split(":", 1)[1].split(",")]
+
+
+@pytest.mark.slow
+def test_snn_search_runs_end_to_end_and_records_event_macs(tmp_path, tmp_path_factory) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from trainer_helpers import cache_dir
+
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "-m", "emg2qwerty_ssm.train", "-m", "hparams_search=snn_s4_cer",
+        "debug=smoke", "trainer.max_epochs=1", "model.backbone.n_layers=2",
+        "model.backbone.d_model=16", "model.encoder.mlp_features=[4]",
+        "model.frontend.v_reset=none",  # the string choice a sweep passes for a soft reset
+        "evaluation.splits=[val]", "evaluation.protocols=[paper]", "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={cache_dir(tmp_path_factory)}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env["PYTHONPATH"] = os.pathsep.join([str(CONFIG_DIR.parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for trial in ("trial_0", "trial_1"):
+        results = json.loads((sweep / trial / "results.json").read_text())
+        assert results["model"] == "snn_s4_small"
+        assert results["config"]["model"]["frontend"]["v_reset"] == "none"
+        cost = results["cost"]
+        assert 0 < cost["event_macs_per_second"] <= cost["macs_per_second"]
+    assert (sweep / "optuna_best.json").is_file()
