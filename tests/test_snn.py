@@ -393,6 +393,16 @@ def test_configs_compose_with_other_front_ends_and_backbones() -> None:
     assert plif.frontend.neurons[0].neuron == "plif" and plif.stride == 96
     tc = build_model(compose_config(["model=tc_s4_medium", "model/frontend=snn"]).model)
     assert isinstance(tc.frontend, SNNFrontend) and tc.frontend.in_features == 144
+    for key, value in [
+        ("alpha_surr_grad", 0),
+        ("tau_mem", 1.0),
+        ("v_reset", "hard"),
+        ("tau_synapse_filter", 0.5),
+        ("neuron", "alif"),
+        ("layer_sizes", []),
+    ]:
+        with pytest.raises(ValueError, match=key):
+            SNNFrontend(4, **{key: value})
     with pytest.raises(ValueError, match="reduction_mode"):
         build_model(
             compose_config(["model=snn_s4_small", "model.frontend.reduction_mode=max"]).model

@@ -23,6 +23,7 @@ recurrence loops over time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,6 +93,10 @@ class SNNFrontend(StreamingModule):
                 "SNNFrontend: include_neurons_in_last_layer=false needs reduction_mode "
                 "mean_mempot or last_mempot (mean_act averages the last layer's spikes)"
             )
+        if not alpha_surr_grad > 0:
+            raise ValueError(f"SNNFrontend: alpha_surr_grad must be > 0, got {alpha_surr_grad!r}")
+        if not math.isfinite(v_threshold):
+            raise ValueError(f"SNNFrontend: v_threshold must be finite, got {v_threshold!r}")
         if not tau_mem > 1.0:
             raise ValueError(f"SNNFrontend: tau_mem must be > 1, got {tau_mem!r}")
         if 0.0 < tau_synapse_filter <= 1.0:
