@@ -29,6 +29,7 @@ from torch import nn
 
 from emg2qwerty_ssm.charset import charset
 from emg2qwerty_ssm.data import LabelData
+from emg2qwerty_ssm.models.snn import activity_metrics, regularization_loss
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,14 @@ class EMGModule(pl.LightningModule):
         # BatchNorm running stats change in the forward pass; keep a copy to undo a bad step.
         self._buffers_before_step = [b.detach().clone() for b in self.model.buffers()]
         loss, emissions, emission_lengths = self._step(batch)
-        self._skip_this_step = not bool(torch.isfinite(loss.detach()))
         batch_size = int(batch["inputs"].shape[1])
+        # Activity regularisers of event-based stages (the SNN's sparsity_spiking_activity).
+        activity_loss = regularization_loss(self.model)
+        if activity_loss is not None:
+            self.log("train/activity_loss", activity_loss, batch_size=batch_size, sync_dist=True)
+            loss = loss + activity_loss
+        self.log_dict(_prefixed("train", activity_metrics(self.model)), batch_size=batch_size)
+        self._skip_this_step = not bool(torch.isfinite(loss.detach()))
         if not self._skip_this_step:
             self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, sync_dist=True)
             decode_and_score(
@@ -223,10 +230,13 @@ class EMGModule(pl.LightningModule):
     ) -> None:
         stream = VAL_STREAMS[dataloader_idx]
         loss, emissions, emission_lengths = self._step(batch)
+        spikes = _prefixed(stream, activity_metrics(self.model))  # per-layer spike fractions
+        batch_size = int(batch["inputs"].shape[1])
+        self.log_dict(spikes, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
         self.log(
             f"{stream}/loss",
             loss,
-            batch_size=int(batch["inputs"].shape[1]),
+            batch_size=batch_size,
             sync_dist=True,
             add_dataloader_idx=False,
         )
@@ -284,6 +294,10 @@ class EMGModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         marker = checkpoint.get(CHECKPOINT_MARKER) or {}
         self.skipped_steps = int(marker.get("skipped_steps", 0))
+
+
+def _prefixed(stream: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{stream}/{k}": v for k, v in metrics.items()}
 
 
 def _default_decoder() -> Any:

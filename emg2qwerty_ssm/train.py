@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from emg2qwerty_ssm import CONFIG_DIR
-from emg2qwerty_ssm.models.recurrent import reset_activity
+from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
 from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
 
 log = logging.getLogger(__name__)
@@ -424,7 +424,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     elif loggers:
         _log_hyperparams(loggers, cfg, card)
 
-    # Event-based blocks (EGRU) measure their activity while they run: count only the final
+    # Event-based blocks (EGRU, SNN) measure their activity while they run: count only the final
     # evaluation, then recompute the card so its activity-weighted MAC/s come from this data.
     reset_activity(module.model)
     metrics = evaluate_all(cfg, module, datamodule, _device(cfg, trainer))
