@@ -87,9 +87,7 @@ class OnnxStreamer:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.specs, self.stride = tuple(specs), int(stride)
         self.state_names = [onnx_name(s.name) for s in self.specs]
         self.output_names = ["log_probs", *(f"new_{n}" for n in self.state_names)]

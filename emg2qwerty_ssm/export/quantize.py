@@ -78,8 +78,12 @@ def quantize_int8(
     max_samples: int = 400,
 ) -> Path:
     """Write the int8 QDQ model of ``fp32_path`` to ``out_path`` (atomically); return it."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class _Reader(StreamCalibrationReader, CalibrationDataReader):
         pass

@@ -149,7 +149,10 @@ class ExportableStep(nn.Module):
             specs.append(StateSpec("frontend.gru.h", (frontend.d_hidden,)))
         for i, s4 in enumerate(backbone.s4_layers):
             shape = (cast(S4D, s4).d_model, cast(S4D, s4).modes)
-            specs += [StateSpec(f"backbone.{i}.ssm_re", shape), StateSpec(f"backbone.{i}.ssm_im", shape)]
+            specs += [
+                StateSpec(f"backbone.{i}.ssm_re", shape),
+                StateSpec(f"backbone.{i}.ssm_im", shape),
+            ]
         self.state_specs: tuple[StateSpec, ...] = tuple(specs)
 
     @property
