@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
         report = run_export(cfg)
-    except (ExportError, TypeError, FileNotFoundError) as err:
+    # ExportError, CheckpointError (ValueError), UnsupportedBlockError (TypeError)
+    except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"export: error: {err}", file=sys.stderr)
         return 2
     summary = {k: report.get(k) for k in ("target", "precision", "params", "max_abs_diff")}
