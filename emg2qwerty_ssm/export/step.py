@@ -81,7 +81,9 @@ class StateSpec:
 class _S4DRealStep(nn.Module):
     """One S4D layer's recurrence in real arithmetic, frames unrolled.
 
-    Buffers ``(H, modes)``: ``a_re, a_im`` (Ā), ``b_re, b_im`` (B̄), ``c_re, c_im`` (C); ``d (H)``.
+    Buffers ``(H, modes)``: ``a_re, a_im`` (Ā), ``b_re, b_im`` (B̄), ``c_re, c_im`` (2 C);
+    ``d (H)``; the head's ``out_weight (2H, H)``, ``out_bias (2H)``. All are snapshots of the
+    layer's parameters at construction.
     """
 
     def __init__(self, layer: S4D) -> None:
@@ -99,7 +101,13 @@ class _S4DRealStep(nn.Module):
         ):
             self.register_buffer(name, value.detach().float().contiguous().clone())
         self.register_buffer("d", layer.D.detach().float().clone())
-        self.layer = layer  # for the head (GELU -> 1x1 conv -> GLU)
+        # The 1x1 conv of the head as a Linear's (2H, H) weight, stored already squeezed: a
+        # squeeze in the graph would make the ONNX weight a computed value, which the int8
+        # quantiser treats as an activation instead of a per-channel weight.
+        conv = layer.out_conv
+        self.register_buffer("out_weight", conv.weight.detach().squeeze(-1).clone())
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.register_buffer("out_bias", bias.detach().clone())
 
     def forward(
         self, u: torch.Tensor, re: torch.Tensor, im: torch.Tensor
@@ -114,7 +122,7 @@ class _S4DRealStep(nn.Module):
             )
             ys.append((self.c_re * re - self.c_im * im).sum(-1) + self.d * u[t])
         y = torch.stack(ys)  # (L, H)
-        z = F.linear(F.gelu(y), self.layer.out_conv.weight.squeeze(-1), self.layer.out_conv.bias)
+        z = F.linear(F.gelu(y), self.out_weight, self.out_bias)
         return F.glu(z, dim=-1), re, im
 
 
