@@ -139,7 +139,7 @@ def test_cli_onnx_int8_writes_the_report(tmp_path: Path) -> None:
     assert report["target"] == "onnx" and report["precision"] == "int8"
     assert report["params"] == 388437
     assert report["max_abs_diff_by_precision"]["fp32"] <= ATOL
-    assert set(report["cer"]) == {"fp32", "int8"}
+    assert set(report["cer"]) == {"fp32", "int8", "int8_vs_fp32"}
     assert set(report["cer"]["int8"]) == {"greedy", "beam"}
     assert set(report["fits"]) == {"STM32F405", "STM32H743"}
     assert report["onnxruntime_real_time_factor"] > 0

@@ -123,10 +123,8 @@ def _onnx_target(
         "onnxruntime_real_time_factor": wall / seconds,
     }
     if cfg.cer:
-        report["cer"] = {
-            p: measure_cer(s.run, sessions, cfg.lm_path, cfg.beam_size)
-            for p, s in streamers.items()
-        }
+        runs = {p: s.run for p, s in streamers.items()}
+        report["cer"] = measure_cer(runs, sessions, cfg.lm_path, cfg.beam_size)
         report["cer_split"] = f"synthetic {data.preset} seed {data.seed} {data.user} test"
     return report
 
