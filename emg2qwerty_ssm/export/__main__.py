@@ -32,7 +32,7 @@ from emg2qwerty_ssm.export.common import (
     synthetic_split,
     write_json_atomic,
 )
-from emg2qwerty_ssm.export.step import ExportableStep, check_exportable
+from emg2qwerty_ssm.export.step import ExportableStep, UnsupportedBlockError, check_exportable
 from emg2qwerty_ssm.models import EMGModel
 
 CONFIG_FILE = CONFIG_DIR / "export.yaml"
@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
         report = run_export(cfg)
-    # ExportError, CheckpointError (ValueError), UnsupportedBlockError (TypeError)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    # ExportError and CheckpointError are ValueErrors; programming errors keep their traceback
+    except (ValueError, UnsupportedBlockError, FileNotFoundError) as err:
         print(f"export: error: {err}", file=sys.stderr)
         return 2
     summary = {k: report.get(k) for k in ("target", "precision", "params", "max_abs_diff")}
