@@ -143,6 +143,8 @@ def test_cli_onnx_int8_writes_the_report(tmp_path: Path) -> None:
     assert set(report["cer"]["int8"]) == {"greedy", "beam"}
     assert set(report["fits"]) == {"STM32F405", "STM32H743"}
     assert report["onnxruntime_real_time_factor"] > 0
+    assert report["state_bytes"] == 8 * 2 * 96 * 16 * 4  # 8 S4D layers, re/im, H x modes
+    assert report["constant_bytes"] < 4 * report["params"]  # int8 weights
     assert (out / "model_int8.onnx").is_file() and (out / "step.json").is_file()
     # a second run refuses to replace the artefacts unless asked
     assert main(args) == 2

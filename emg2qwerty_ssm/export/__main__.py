@@ -117,6 +117,9 @@ def _onnx_target(
     report: dict[str, Any] = {
         "onnx_file": paths[cfg.precision].name,
         "onnx_bytes": paths[cfg.precision].stat().st_size,
+        # exact sizes of what a runtime must hold; flash/RAM of a build come from the C targets
+        "constant_bytes": _constant_bytes(paths[cfg.precision]),
+        "state_bytes": 4 * sum(int(np.prod(s.shape)) for s in step.state_specs),
         "max_abs_diff": diffs[cfg.precision],
         "max_abs_diff_by_precision": diffs,
         "parity_seconds": seconds,
@@ -127,6 +130,15 @@ def _onnx_target(
         report["cer"] = measure_cer(runs, sessions, cfg.lm_path, cfg.beam_size)
         report["cer_split"] = f"synthetic {data.preset} seed {data.seed} {data.user} test"
     return report
+
+
+def _constant_bytes(path: Path) -> int:
+    """Bytes of the ONNX file's initializers (weights and constants at their stored types)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    return sum(numpy_helper.to_array(i).nbytes for i in proto.graph.initializer)
 
 
 def _c_target(cfg: DictConfig, model: EMGModel, out: Path) -> dict[str, Any]:
