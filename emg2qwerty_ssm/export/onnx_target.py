@@ -9,6 +9,7 @@ their :class:`StateSpec` names (dots replaced by underscores), outputs ``log_pro
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -36,18 +37,24 @@ def export_onnx(step: ExportableStep, path: Path | str) -> Path:
     inputs = [torch.zeros(step.input_shape), *step.initial_state()]
     input_names = ["window", *(onnx_name(s.name) for s in step.state_specs)]
     output_names = ["log_probs", *(f"new_{onnx_name(s.name)}" for s in step.state_specs)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's progress chatter
-        program = torch.onnx.export(
-            step,
-            tuple(inputs),
-            input_names=input_names,
-            output_names=output_names,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's progress chatter
+            program = torch.onnx.export(
+                step,
+                tuple(inputs),
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     if program is None:  # pragma: no cover - dynamo=True always returns an ONNXProgram
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
     program.optimize()

@@ -91,24 +91,30 @@ def quantize_int8(
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     reader = _Reader(fp32_path, specs, stride, calibration, max_samples=max_samples)
     ops = list(WEIGHT_OPS) + (list(RECURRENCE_OPS) if quantize_recurrence else [])
-    logging.getLogger("root").setLevel(logging.ERROR)  # the quantiser's per-node chatter
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         tmp_out = Path(tmp) / out_path.name
-        quantize_static(
-            str(fp32_path),
-            str(tmp_out),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=ops,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QInt8,
-            extra_options={
-                "WeightSymmetric": True,
-                "ActivationSymmetric": False,
-                # ONNX MatMul weights are (in, out): one scale per output column
-                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-            },
-        )
+        root_log = logging.getLogger()
+        level = root_log.level
+        root_log.setLevel(logging.ERROR)  # the quantiser logs per-node chatter on the root logger
+        try:
+            quantize_static(
+                str(fp32_path),
+                str(tmp_out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=ops,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QInt8,
+                extra_options={
+                    "WeightSymmetric": True,
+                    "ActivationSymmetric": False,
+                    # ONNX MatMul weights are (in, out): one scale per output column
+                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                },
+            )
+        finally:
+            root_log.setLevel(level)
         _write_atomic(out_path, tmp_out.read_bytes())
     return out_path
