@@ -1,0 +1,120 @@
+"""Post-training static int8 quantisation of an exported step with onnxruntime (QDQ format).
+
+Weights of the convolutions and linear layers (ONNX ``Conv``, ``MatMul``, ``Gemm``) become
+per-channel symmetric int8, their input activations per-tensor int8 with ranges calibrated on
+training windows streamed from a zero state (:class:`StreamCalibrationReader`). Everything else
+stays float32 by default: the S4D recurrence ``z' = Ā z + B̄ u`` with its constants, the
+LayerNorms, GELU/GLU, the GRU/EGRU gate arithmetic and the log-softmax. The state and ``Ā``
+are the parts published work finds most sensitive to 8 bits; ``quantize_recurrence=True``
+also quantises the element-wise ops (``Mul``/``Add``/``Sub``) to measure what that costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emg2qwerty_ssm.export.onnx_target import OnnxStreamer, _write_atomic
+from emg2qwerty_ssm.export.step import StateSpec
+
+#: ONNX op types whose weights and inputs are quantised by default (convolutions, linears)
+WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
+#: also quantised with ``quantize_recurrence=True``: the element-wise recurrence arithmetic
+RECURRENCE_OPS = ("Mul", "Add", "Sub")
+
+
+class StreamCalibrationReader:
+    """onnxruntime ``CalibrationDataReader``: the (window, state) feeds of a streamed session.
+
+    The fp32 model at ``fp32_path`` is streamed over ``emg (T, bands, electrodes)`` from a zero
+    state; every ``every``-th step's inputs (window and the state it started from) are one
+    calibration sample, up to ``max_samples``.
+    """
+
+    def __init__(
+        self,
+        fp32_path: Path,
+        specs: Sequence[StateSpec],
+        stride: int,
+        emg: torch.Tensor | np.ndarray,
+        max_samples: int = 400,
+        every: int = 1,
+    ) -> None:
+        streamer = OnnxStreamer(fp32_path, specs, stride)
+        x = np.ascontiguousarray(np.asarray(emg, dtype=np.float32))
+        state = streamer.initial_state()
+        self.feeds: list[dict[str, np.ndarray]] = []
+        for k in range(x.shape[0] // stride):
+            feed = {"window": x[k * stride : (k + 1) * stride]}
+            feed.update(zip(streamer.state_names, state, strict=True))
+            if k % every == 0 and len(self.feeds) < max_samples:
+                self.feeds.append(feed)
+            state = streamer.session.run(streamer.output_names, feed)[1:]
+        if not self.feeds:
+            raise ValueError(
+                f"calibration EMG of {x.shape[0]} samples is shorter than one step ({stride})"
+            )
+        self._iter: Iterator[dict[str, np.ndarray]] = iter(self.feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self.feeds)
+
+
+def quantize_int8(
+    fp32_path: Path | str,
+    out_path: Path | str,
+    specs: Sequence[StateSpec],
+    stride: int,
+    calibration: torch.Tensor | np.ndarray,
+    quantize_recurrence: bool = False,
+    max_samples: int = 400,
+) -> Path:
+    """Write the int8 QDQ model of ``fp32_path`` to ``out_path`` (atomically); return it."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(StreamCalibrationReader, CalibrationDataReader):
+        pass
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    reader = _Reader(fp32_path, specs, stride, calibration, max_samples=max_samples)
+    ops = list(WEIGHT_OPS) + (list(RECURRENCE_OPS) if quantize_recurrence else [])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        tmp_out = Path(tmp) / out_path.name
+        root_log = logging.getLogger()
+        level = root_log.level
+        root_log.setLevel(logging.ERROR)  # the quantiser logs per-node chatter on the root logger
+        try:
+            quantize_static(
+                str(fp32_path),
+                str(tmp_out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=ops,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QInt8,
+                extra_options={
+                    "WeightSymmetric": True,
+                    "ActivationSymmetric": False,
+                    # ONNX MatMul weights are (in, out): one scale per output column
+                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                },
+            )
+        finally:
+            root_log.setLevel(level)
+        _write_atomic(out_path, tmp_out.read_bytes())
+    return out_path
