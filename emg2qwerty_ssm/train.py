@@ -32,6 +32,15 @@ from omegaconf.errors import MissingMandatoryValue
 from emg2qwerty_ssm import CONFIG_DIR
 from emg2qwerty_ssm.models.recurrent import reset_activity
 from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
+from emg2qwerty_ssm.resume import (
+    DEFAULT_EVERY_SECONDS,
+    LAST_NAME,
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    check_architecture,
+    choose_resume_checkpoint,
+)
+from emg2qwerty_ssm.run_dir import claim_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +259,6 @@ def _callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
             filename="val_{epoch}",
             monitor=str(cfg.monitor_metric),
             mode=mode,
-            save_last=True,
             auto_insert_metric_name=False,
         ),
         ModelCheckpoint(
@@ -261,13 +269,15 @@ def _callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
             auto_insert_metric_name=False,
         ),
     ]
-    every = (cfg.get("checkpointing") or {}).get("every_n_train_steps")
-    if every:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=int(every)
-            )
+    # last.ckpt at every epoch end and periodically, improvement or not (emg2qwerty_ssm.resume)
+    periodic = cfg.get("checkpointing") or {}
+    callbacks.append(
+        LastCheckpoint(
+            ckpt_dir,
+            every_n_train_steps=periodic.get("every_n_train_steps"),
+            every_seconds=periodic.get("every_seconds", DEFAULT_EVERY_SECONDS),
         )
+    )
     stop = cfg.get("early_stopping")
     if stop:
         callbacks.append(
@@ -302,6 +312,8 @@ def build_trainer(
     kwargs = {str(k): v for k, v in trainer_cfg.items() if v is not None}
     bar = str(cfg.get("progress_bar", "rich"))
     curriculum = (cfg.datamodule.get("train_on_longer") or {}).get("every", 0)
+    # every checkpoint written atomically with checksums, read back safely and verified
+    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
     return pl.Trainer(
         **kwargs,
         default_root_dir=str(run_dir),
@@ -387,6 +399,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if not cfg.train and not cfg.get("checkpoint"):
         raise ValueError("train=false evaluates a trained model: also pass checkpoint=PATH")
 
+    history = claim_run_dir(run_dir, cfg)  # a run dir belongs to one config (or explicit override)
     module = build_module(cfg)
     check_input_kind(getattr(module.model, "input_kind", None) or cfg.model.get("input_kind"), cfg)
     datamodule = build_datamodule(cfg, root, split)
@@ -401,19 +414,22 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         trainer = build_trainer(cfg, run_dir, loggers, callbacks)
         if trainer.is_global_zero:
             _log_hyperparams(loggers, cfg, card)
-        last = run_dir / CHECKPOINT_DIR_NAME / "last.ckpt"
-        ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = run_dir / CHECKPOINT_DIR_NAME / LAST_NAME
+        resume_from = None
+        if cfg.get("resume", True):
+            resume_from = choose_resume_checkpoint(run_dir / CHECKPOINT_DIR_NAME)
+        if resume_from is not None:
+            check_architecture(resume_from, module)
+            log.info("resuming from %s", resume_from)
+        ckpt_path = str(resume_from) if resume_from is not None else None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if not trainer.is_global_zero:
             return {}
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v)}
         best_cb = trainer.checkpoint_callback
         best = getattr(best_cb, "best_model_path", "") if best_cb is not None else ""
         if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
+            module.load_state_dict(AtomicCheckpointIO().load_checkpoint(best)["state_dict"])
             checkpoint = str(Path(best).resolve())
             score = best_cb.best_model_score
             if score is not None:
@@ -435,6 +451,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     results = _results(cfg, name, card, metrics, checkpoint, logged, split_source, root, module)
     results["wall_time_s"] = round(time.time() - start, 3)
+    if history:
+        results["config_history"] = history
     write_results(run_dir, results)
     print_summary(results, run_dir)
     return results
