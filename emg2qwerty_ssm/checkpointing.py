@@ -107,7 +107,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = 
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = sorted(set(re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))))
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
         if not found:
             raise CheckpointError(f"{path}: not a checkpoint: {describe_file(path)}") from None
         if trust_pickle:
@@ -119,7 +119,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = 
             "load_model(path, trust_pickle=True) (scripts/convert_seed_checkpoint.py "
             "--trust-pickle), or convert it once to the project's format."
         ) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except Exception as err:  # noqa: BLE001 - any failure of a non-checkpoint file: say what it is
         raise CheckpointError(
             f"{path}: cannot load: {describe_file(path)} ({type(err).__name__}: {err})"
         ) from None
