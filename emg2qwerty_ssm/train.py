@@ -41,6 +41,7 @@ from emg2qwerty_ssm.resume import (
     choose_resume_checkpoint,
 )
 from emg2qwerty_ssm.run_dir import claim_run_dir
+from emg2qwerty_ssm.validation import DatasetError, unknown_key_problems
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ def resolve_split(cfg: DictConfig, root: Path) -> tuple[dict[str, list[dict[str,
                 )
             raise FileNotFoundError(f"split file {path} does not exist{hint}")
         return load_split(path), str(path)
+    # a misspelt split key (`tain:`) would otherwise leave that split silently empty
+    known = ("root", "synthetic", "split_file", "train", "val", "test")
+    problems = unknown_key_problems(cfg.dataset, known, f"dataset config of user={user}")
+    if problems:
+        raise DatasetError(problems)
     split = {k: list(cfg.dataset.get(k) or []) for k in ("train", "val", "test")}
     if not any(split.values()):
         raise ValueError(
@@ -122,11 +128,25 @@ def resolve_split(cfg: DictConfig, root: Path) -> tuple[dict[str, list[dict[str,
     return plain, f"conf/user/{user}.yaml"  # type: ignore[return-value]
 
 
-def check_split(root: Path, split: Mapping[str, Any], source: str) -> None:
-    """Raise :class:`DatasetError` listing every problem of the split (cheap header checks)."""
-    from emg2qwerty_ssm.validation import DatasetError, validate_split
+def check_split(
+    root: Path, split: Mapping[str, Any], source: str, cfg: DictConfig | None = None
+) -> None:
+    """Raise :class:`DatasetError` listing every problem of the split.
 
-    problems = validate_split(root, split, split_source=source)
+    By default every row of every session is read once (NaN/Inf EMG, time order, keystroke
+    range); a stamp cache keyed by (path, size, mtime) skips files that passed before
+    (``data_validation.full=false``: header checks only).
+    """
+    from emg2qwerty_ssm.validation import ValidationStamps, validate_split
+
+    opts = (cfg.get("data_validation") if cfg is not None else None) or {}
+    full = bool(opts.get("full", True))
+    stamps = ValidationStamps(_resolve_path(opts["stamps"])) if opts.get("stamps") else None
+    problems = validate_split(root, split, full=full, split_source=source, stamps=stamps)
+    needed = ("train", "val") if cfg is not None and cfg.get("train") else ()
+    for name in needed:
+        if not split.get(name):
+            problems.append(f"{source}: the split lists no '{name}' sessions, training needs them")
     if problems:
         raise DatasetError(problems)
 
@@ -395,7 +415,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     root = prepare_dataset(cfg)
     split, split_source = resolve_split(cfg, root)
-    check_split(root, split, split_source)  # before anything is built or trained
+    check_split(root, split, split_source, cfg)  # before anything is built or trained
     if not cfg.train and not cfg.get("checkpoint"):
         raise ValueError("train=false evaluates a trained model: also pass checkpoint=PATH")
 
