@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from emg2qwerty_ssm import CONFIG_DIR
+from emg2qwerty_ssm.config_checks import check_config_values
 from emg2qwerty_ssm.models.recurrent import reset_activity
 from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
 from emg2qwerty_ssm.resume import (
@@ -409,6 +410,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     import lightning.pytorch as pl
 
     start = time.time()
+    check_config_values(cfg)  # e.g. evaluation.batch_size=0, optimizer.lr=fast: named now
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True)
