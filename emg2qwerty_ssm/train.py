@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emg2qwerty_ssm import CONFIG_DIR
+from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.config_checks import check_config_values
 from emg2qwerty_ssm.models.recurrent import reset_activity
 from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
@@ -495,8 +496,9 @@ def _failed(cfg: DictConfig, err: BaseException) -> Any:
 
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "failed.json").write_text(
-        json.dumps({"error": repr(err), "traceback": traceback.format_exc()}, indent=2)
+    atomic_write_text(  # like results.json: never a truncated file
+        run_dir / "failed.json",
+        json.dumps({"error": repr(err), "traceback": traceback.format_exc()}, indent=2),
     )
     key = cfg.get("optimized_metric")
     if key is not None and not isinstance(key, str):
