@@ -79,6 +79,7 @@ def test_writes_fsync_the_file_before_the_rename_and_the_directory_after(tmp_pat
 
 
 # ----------------------------------------------------------------------------- corrupt last.ckpt
+@pytest.mark.slow
 def test_truncated_last_ckpt_falls_back_to_the_newest_valid_checkpoint(tmp_path, cache, caplog):
     with pytest.raises(SimulatedKill):
         train(compose_cfg(BASE, tmp_path, cache), callbacks=[KillAt(2, 1)])

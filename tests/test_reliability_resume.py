@@ -50,6 +50,7 @@ def cache(tmp_path_factory):
     return cache_dir(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_sigkill_in_a_plateau_resumes_from_the_last_epoch_not_epoch_0(tmp_path, cache, monkeypatch):
     """The reported fault: kill -9 at epoch 3 of a plateau resumed from epoch 0."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -69,6 +70,7 @@ def test_sigkill_in_a_plateau_resumes_from_the_last_epoch_not_epoch_0(tmp_path, 
     assert recorder.start == (3, 3 * STEPS_PER_EPOCH)  # epochs 0-2 kept, epoch 3 starts over
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "kill", "start"),
     [
@@ -87,6 +89,7 @@ def test_kill_points_lose_at_most_the_configured_work(tmp_path, cache, extra, ki
     assert recorder.start == start
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_names_it(tmp_path, cache):
     base = ["debug=smoke", "trainer.max_epochs=2", "evaluation.splits=[test]"]
     with pytest.raises(SimulatedKill):

@@ -55,6 +55,7 @@ def cache(tmp_path_factory):
     return cache_dir(tmp_path_factory)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("session", "edits", "expected"),
     [
@@ -151,6 +152,7 @@ def test_an_empty_train_split_names_the_split(tmp_path, cache):
         _train(root, tmp_path / "run", cache)
 
 
+@pytest.mark.slow
 def test_rerun_with_another_config_refuses_unless_told(tmp_path, cache):
     base = [
         "debug=smoke",
