@@ -585,6 +585,11 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
         data = data["dataset"]
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: a split file must be a mapping with train/val/test lists")
+    from emg2qwerty_ssm.validation import DatasetError, unknown_key_problems
+
+    problems = unknown_key_problems(data, ("train", "val", "test"), str(path))
+    if problems:  # a misspelt `tain:` would leave the train split silently empty
+        raise DatasetError(problems)
     return {k: list(data.get(k) or []) for k in ("train", "val", "test") if k in data}
 
 

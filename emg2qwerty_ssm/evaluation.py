@@ -7,6 +7,7 @@ number comes from is explicit in the loader (see :mod:`emg2qwerty_ssm.datamodule
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,9 +37,12 @@ def evaluate_loader(
     model.eval()
     # Only this process evaluates (DDP rank 0 after fit): never all-reduce the counts.
     metric = CharacterErrorRates(sync_on_compute=False)
+    seen = 0  # windows before this batch (the loader is sequential): names a bad session
     try:
         for batch in loader:
             emissions = model(batch["inputs"].to(device))  # (T', N, 99)
+            _check_finite(emissions, loader, seen)
+            seen += emissions.shape[1]
             lengths = model.emission_lengths(batch["input_lengths"]).clamp(max=emissions.shape[0])
             decode_and_score(
                 decoder, metric, emissions, lengths, batch["targets"], batch["target_lengths"]
@@ -46,3 +50,26 @@ def evaluate_loader(
     finally:
         model.train(was_training)
     return compute_cer(metric)
+
+
+def _window_source(loader: Any, index: int) -> str:
+    """The session file of window ``index`` of a sequential loader over (Concat)datasets."""
+    dataset = getattr(loader, "dataset", None)
+    parts = getattr(dataset, "datasets", None)
+    if parts is not None:
+        k = bisect.bisect_right(dataset.cumulative_sizes, index)
+        offset = dataset.cumulative_sizes[k - 1] if k else 0
+        dataset, index = parts[k], index - offset
+    path = getattr(dataset, "hdf5_path", None)
+    return f"session {path} (window {index})" if path is not None else f"window {index}"
+
+
+def _check_finite(emissions: torch.Tensor, loader: Any, seen: int) -> None:
+    """Refuse NaN/Inf emissions (T, N, C), naming the session they came from."""
+    bad = ~torch.isfinite(emissions).all(dim=2).all(dim=0)  # (N,)
+    if bool(bad.any()):
+        column = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"the model produced NaN/Inf emissions for {_window_source(loader, seen + column)}: "
+            "its weights or that session's input are non-finite (see docs/reliability.md)"
+        )

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from emg2qwerty_ssm.atomic_io import atomic_write_text
 
 RESULTS_FILE = "results.json"
 REQUIRED_KEYS = (
@@ -37,7 +37,16 @@ REQUIRED_KEYS = (
     "config",
 )
 #: config keys that say where/how a run executes, not what it computes; left out of the hash
-_HASH_EXCLUDED = ("run_dir", "hydra", "trainer", "logger", "cluster", "num_workers", "resume")
+_HASH_EXCLUDED = (
+    "run_dir",
+    "hydra",
+    "trainer",
+    "logger",
+    "cluster",
+    "num_workers",
+    "resume",
+    "allow_config_change",
+)
 
 
 def metric_key(split: str, protocol: str, decoder: str) -> str:
@@ -101,9 +110,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
-    """Write ``run_dir/results.json`` atomically (temporary file + ``os.replace``).
+    """Write ``run_dir/results.json`` atomically (temp file beside it, fsync, rename, fsync dir).
 
-    A reader never sees a half-written file, even if the run is killed while writing.
+    A reader never sees a half-written file, even if the run is killed or the disk fills.
     """
     missing = [k for k in REQUIRED_KEYS if k not in results]
     if missing:
@@ -112,16 +121,7 @@ def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RESULTS_FILE
     text = json.dumps(_json_safe(results), indent=2, sort_keys=False, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json.tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text + "\n")
     return path
 
 

@@ -27,11 +27,22 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from emg2qwerty_ssm import CONFIG_DIR
+from emg2qwerty_ssm.atomic_io import atomic_write_text
+from emg2qwerty_ssm.config_checks import check_config_values
 from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
 from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
+from emg2qwerty_ssm.resume import (
+    DEFAULT_EVERY_SECONDS,
+    LAST_NAME,
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    check_architecture,
+    choose_resume_checkpoint,
+)
+from emg2qwerty_ssm.run_data import check_split, prepare_dataset, resolve_split, resolve_user_path
+from emg2qwerty_ssm.run_dir import claim_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,74 +63,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         return (Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S")).resolve()
 
 
-def _resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A user path: ``~`` expanded; relative paths from the cwd, else from the repository."""
-    p = Path(os.path.expanduser(str(path)))
-    if p.is_absolute() or p.exists():
-        return p.resolve()
-    in_repo = REPO_DIR / p
-    return in_repo.resolve() if in_repo.exists() else p.resolve()
-
-
-def prepare_dataset(cfg: DictConfig) -> Path:
-    """The dataset root; a synthetic preset is generated there first if it is absent."""
-    try:
-        root_value = cfg.dataset.root
-    except MissingMandatoryValue:
-        root_value = None
-    if not root_value:
-        raise ValueError(
-            "dataset.root is not set: pass dataset.root=/path/to/emg2qwerty (dataset=real), or "
-            "use a synthetic preset (dataset=synthetic_tiny|synthetic_demo|synthetic_full)"
-        )
-    root = _resolve_path(str(root_value))
-    synthetic = cfg.dataset.get("synthetic")
-    if synthetic:
-        from emg2qwerty_ssm.synthetic import ensure_dataset
-
-        log.info("synthetic preset %r (seed %s) at %s", synthetic.preset, synthetic.seed, root)
-        root = Path(ensure_dataset(str(synthetic.preset), int(synthetic.seed), root))
-    return root
-
-
-def resolve_split(cfg: DictConfig, root: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
-    """The ``{train, val, test}`` split of this run and a description of where it came from.
-
-    ``dataset.split_file`` (synthetic users) wins over inline ``dataset.train/val/test``
-    (the real users in conf/user/).
-    """
-    from emg2qwerty_ssm.data import load_split
-
-    user = cfg.get("user")
-    split_file = cfg.dataset.get("split_file")
-    if split_file:
-        path = _resolve_path(str(split_file))
-        if not path.is_file():
-            hint = ""
-            if str(user).startswith("synth_") and not cfg.dataset.get("synthetic"):
-                hint = (
-                    f" (user={user} is a split of the synthetic datasets; for the real dataset "
-                    "choose user=user0 .. user7 or user=generic)"
-                )
-            raise FileNotFoundError(f"split file {path} does not exist{hint}")
-        return load_split(path), str(path)
-    split = {k: list(cfg.dataset.get(k) or []) for k in ("train", "val", "test")}
-    if not any(split.values()):
-        raise ValueError(
-            f"user={user} defines no sessions: the user config must set dataset.split_file or "
-            "dataset.train/val/test"
-        )
-    plain = OmegaConf.to_container(OmegaConf.create(split), resolve=True)
-    return plain, f"conf/user/{user}.yaml"  # type: ignore[return-value]
-
-
-def check_split(root: Path, split: Mapping[str, Any], source: str) -> None:
-    """Raise :class:`DatasetError` listing every problem of the split (cheap header checks)."""
-    from emg2qwerty_ssm.validation import DatasetError, validate_split
-
-    problems = validate_split(root, split, split_source=source)
-    if problems:
-        raise DatasetError(problems)
+_resolve_path = resolve_user_path  # the dataset/split helpers live in run_data.py
 
 
 # ---------------------------------------------------------------------------- models
@@ -250,7 +194,6 @@ def _callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
             filename="val_{epoch}",
             monitor=str(cfg.monitor_metric),
             mode=mode,
-            save_last=True,
             auto_insert_metric_name=False,
         ),
         ModelCheckpoint(
@@ -261,13 +204,15 @@ def _callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
             auto_insert_metric_name=False,
         ),
     ]
-    every = (cfg.get("checkpointing") or {}).get("every_n_train_steps")
-    if every:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=int(every)
-            )
+    # last.ckpt at every epoch end and periodically, improvement or not (emg2qwerty_ssm.resume)
+    periodic = cfg.get("checkpointing") or {}
+    callbacks.append(
+        LastCheckpoint(
+            ckpt_dir,
+            every_n_train_steps=periodic.get("every_n_train_steps"),
+            every_seconds=periodic.get("every_seconds", DEFAULT_EVERY_SECONDS),
         )
+    )
     stop = cfg.get("early_stopping")
     if stop:
         callbacks.append(
@@ -302,6 +247,8 @@ def build_trainer(
     kwargs = {str(k): v for k, v in trainer_cfg.items() if v is not None}
     bar = str(cfg.get("progress_bar", "rich"))
     curriculum = (cfg.datamodule.get("train_on_longer") or {}).get("every", 0)
+    # every checkpoint written atomically with checksums, read back safely and verified
+    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
     return pl.Trainer(
         **kwargs,
         default_root_dir=str(run_dir),
@@ -377,16 +324,18 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     import lightning.pytorch as pl
 
     start = time.time()
+    check_config_values(cfg)  # e.g. evaluation.batch_size=0, optimizer.lr=fast: named now
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True)
 
     root = prepare_dataset(cfg)
     split, split_source = resolve_split(cfg, root)
-    check_split(root, split, split_source)  # before anything is built or trained
+    check_split(root, split, split_source, cfg)  # before anything is built or trained
     if not cfg.train and not cfg.get("checkpoint"):
         raise ValueError("train=false evaluates a trained model: also pass checkpoint=PATH")
 
+    history = claim_run_dir(run_dir, cfg)  # a run dir belongs to one config (or explicit override)
     module = build_module(cfg)
     check_input_kind(getattr(module.model, "input_kind", None) or cfg.model.get("input_kind"), cfg)
     datamodule = build_datamodule(cfg, root, split)
@@ -401,19 +350,22 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         trainer = build_trainer(cfg, run_dir, loggers, callbacks)
         if trainer.is_global_zero:
             _log_hyperparams(loggers, cfg, card)
-        last = run_dir / CHECKPOINT_DIR_NAME / "last.ckpt"
-        ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = run_dir / CHECKPOINT_DIR_NAME / LAST_NAME
+        resume_from = None
+        if cfg.get("resume", True):
+            resume_from = choose_resume_checkpoint(run_dir / CHECKPOINT_DIR_NAME)
+        if resume_from is not None:
+            check_architecture(resume_from, module)
+            log.info("resuming from %s", resume_from)
+        ckpt_path = str(resume_from) if resume_from is not None else None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if not trainer.is_global_zero:
             return {}
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v)}
         best_cb = trainer.checkpoint_callback
         best = getattr(best_cb, "best_model_path", "") if best_cb is not None else ""
         if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
+            module.load_state_dict(AtomicCheckpointIO().load_checkpoint(best)["state_dict"])
             checkpoint = str(Path(best).resolve())
             score = best_cb.best_model_score
             if score is not None:
@@ -435,6 +387,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     results = _results(cfg, name, card, metrics, checkpoint, logged, split_source, root, module)
     results["wall_time_s"] = round(time.time() - start, 3)
+    if history:
+        results["config_history"] = history
     write_results(run_dir, results)
     print_summary(results, run_dir)
     return results
@@ -542,8 +496,9 @@ def _failed(cfg: DictConfig, err: BaseException) -> Any:
 
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "failed.json").write_text(
-        json.dumps({"error": repr(err), "traceback": traceback.format_exc()}, indent=2)
+    atomic_write_text(  # like results.json: never a truncated file
+        run_dir / "failed.json",
+        json.dumps({"error": repr(err), "traceback": traceback.format_exc()}, indent=2),
     )
     key = cfg.get("optimized_metric")
     if key is not None and not isinstance(key, str):

@@ -8,9 +8,11 @@ command-line validator starts quickly.
   compound dataset ``timeseries`` with ``emg_left``/``emg_right`` (16,) float32 and ``time``
   float64; the group attributes ``session_name``, ``user``, ``condition``, ``duration_mins``,
   ``keystrokes``, ``prompts``; the keystroke and prompt JSON items. ``full=True`` also reads
-  all rows: NaN/Inf EMG, non-finite or decreasing ``time``.
-- :func:`validate_split` (root, split): the root exists, the split is well formed, every
-  session it names exists, and each passes ``validate_session(full=False)``.
+  all rows: NaN/Inf EMG, non-finite or decreasing ``time``, keystrokes wholly outside the
+  recorded time range.
+- :func:`validate_split` (root, split): the root exists, the split is well formed (no unknown
+  keys, no session in two splits), every session it names exists, and each passes
+  ``validate_session``; :class:`ValidationStamps` makes the full scan once per file.
 - :func:`validate_root` (root, split=None, full=False): a whole root (every ``*.hdf5``, or just
   the split's sessions), plus ``metadata.csv`` when present.
 """
@@ -29,8 +31,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from emg2qwerty_ssm.validation_stamps import ValidationStamps
+
 __all__ = [
     "DatasetError",
+    "ValidationStamps",
+    "unknown_key_problems",
     "check_split",
     "main",
     "validate_root",
@@ -104,7 +110,9 @@ def _check_events(path: Path, name: str, raw: Any, item_fields: dict[str, str]) 
     return problems
 
 
-def _check_timeseries(path: Path, ts: Any, full: bool) -> list[str]:
+def _check_timeseries(
+    path: Path, ts: Any, full: bool, time_range: list[float] | None = None
+) -> list[str]:
     where = f"/{GROUP}/{TIMESERIES}"
     if not isinstance(ts, h5py.Dataset):
         return [f"{path}: missing dataset '{where}'"]
@@ -136,13 +144,17 @@ def _check_timeseries(path: Path, ts: Any, full: bool) -> list[str]:
     elif fields["time"][0] != np.float64:
         problems.append(f"{path}: field 'time' has dtype {fields['time'][0]}, expected float64")
     if full and not problems:
-        problems += _scan_rows(path, ts)
+        problems += _scan_rows(path, ts, time_range)
     return problems
 
 
-def _scan_rows(path: Path, ts: h5py.Dataset) -> list[str]:
-    """Reads every row: EMG must be finite, time finite and non-decreasing."""
+def _scan_rows(path: Path, ts: h5py.Dataset, time_range: list[float] | None = None) -> list[str]:
+    """Reads every row: EMG must be finite, time finite and non-decreasing.
+
+    ``time_range`` (a list) receives the first and last finite time stamps.
+    """
     problems = []
+    t_first, t_last = math.inf, -math.inf
     bad_emg = {name: 0 for name in EMG_FIELDS}
     first_bad_emg: dict[str, int] = {}
     bad_time = 0
@@ -167,6 +179,11 @@ def _scan_rows(path: Path, ts: h5py.Dataset) -> list[str]:
             if first_decrease is None:
                 first_decrease = start + int(np.argmax(decreasing))
         prev_last = t[-1]
+        if finite.any():
+            t_first = min(t_first, float(t[finite][0]))
+            t_last = max(t_last, float(t[finite][-1]))
+    if time_range is not None and t_first <= t_last:
+        time_range[:] = [t_first, t_last]
     for name in EMG_FIELDS:
         if bad_emg[name]:
             problems.append(
@@ -183,11 +200,33 @@ def _scan_rows(path: Path, ts: h5py.Dataset) -> list[str]:
     return problems
 
 
+def _keystrokes_in_range(path: Path, raw: Any, t_first: float, t_last: float) -> list[str]:
+    """Keystrokes lying wholly outside the recorded time span (a clock or file mix-up).
+
+    A key press overlapping either end is accepted (a key held while recording starts/stops).
+    """
+    events = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    outside = [
+        (i, ev)
+        for i, ev in enumerate(events)
+        if float(ev["end"]) < t_first or float(ev["start"]) > t_last
+    ]
+    if not outside:
+        return []
+    i, ev = outside[0]
+    return [
+        f"{path}: {len(outside)} of {len(events)} keystrokes lie outside the session's time range "
+        f"[{t_first:.3f}, {t_last:.3f}] (first: keystrokes[{i}] = {ev['key']!r} at "
+        f"{float(ev['start']):.3f})"
+    ]
+
+
 def validate_session(path: str | os.PathLike[str], full: bool = False) -> list[str]:
     """Problems with one session file (empty list = fine).
 
     Cheap by default (HDF5 header, attributes, keystroke/prompt JSON); ``full=True`` also
-    reads every row to find NaN/Inf EMG and non-monotonic time.
+    reads every row to find NaN/Inf EMG and non-monotonic time, and checks the keystrokes
+    against the recorded time range.
     """
     path = Path(path)
     if not path.exists():
@@ -200,7 +239,8 @@ def validate_session(path: str | os.PathLike[str], full: bool = False) -> list[s
         group = f.get(GROUP)
         if not isinstance(group, h5py.Group):
             return [f"{path}: missing group '/{GROUP}'"]
-        problems = _check_timeseries(path, group.get(TIMESERIES), full)
+        time_range: list[float] = []
+        problems = _check_timeseries(path, group.get(TIMESERIES), full, time_range)
         attrs = group.attrs
         for name in REQUIRED_ATTRS:
             if name not in attrs:
@@ -222,6 +262,8 @@ def validate_session(path: str | os.PathLike[str], full: bool = False) -> list[s
                 attrs["keystrokes"],
                 {"key": "str", "start": "number", "end": "number"},
             )
+            if not problems and time_range:
+                problems += _keystrokes_in_range(path, attrs["keystrokes"], *time_range)
         if "prompts" in attrs:
             problems += _check_events(
                 path,
@@ -229,6 +271,19 @@ def validate_session(path: str | os.PathLike[str], full: bool = False) -> list[s
                 attrs["prompts"],
                 {"name": "str", "start": "number", "end": "number", "payload": "payload"},
             )
+    return problems
+
+
+def unknown_key_problems(mapping: Mapping[str, Any], known: Sequence[str], where: str) -> list[str]:
+    """A message per key of ``mapping`` not in ``known`` (with the closest known key)."""
+    import difflib
+
+    problems = []
+    for key in mapping:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(known)}")
     return problems
 
 
@@ -242,6 +297,7 @@ def _split_entries(split: Any, where: str) -> tuple[list[tuple[str, str]], list[
     entries, problems = [], []
     if not any(k in split for k in SPLIT_NAMES):
         problems.append(f"{where}: split has none of the keys train/val/test (keys: {list(split)})")
+    problems += unknown_key_problems(split, SPLIT_NAMES, where)
     for name in SPLIT_NAMES:
         items = split.get(name) or []
         if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
@@ -265,6 +321,7 @@ def validate_split(
     split: Mapping[str, Any],
     full: bool = False,
     split_source: str | None = None,
+    stamps: ValidationStamps | None = None,
 ) -> list[str]:
     """Problems with a split over ``root``: the root, the split's structure, every session.
 
@@ -272,22 +329,36 @@ def validate_split(
         split: ``{train, val, test}`` lists of ``{user, session}`` (a dict or DictConfig).
         full: pass ``full=True`` to :func:`validate_session` (reads every row).
         split_source: how to name the split in messages (e.g. its file).
+        stamps: a cache of files that passed the full check; an unchanged stamped file
+            (same path, size and mtime) is not read again.
     """
     root = Path(root)
     where = split_source or "split"
     if not root.is_dir():
         return [f"{root}: dataset root does not exist or is not a directory"]
     entries, problems = _split_entries(split, where)
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for name, session in entries:
         if session in seen:
+            if seen[session] != name:
+                problems.append(
+                    f"{where}: session {session} is listed in both '{seen[session]}' and "
+                    f"'{name}' (a {seen[session]}/{name} leak); a session belongs to one split"
+                )
             continue
-        seen.add(session)
+        seen[session] = name
         path = root / f"{session}.hdf5"
         if not path.exists():
             problems.append(f"{path}: session file does not exist (named in {where} '{name}')")
+        elif stamps is not None and stamps.is_clean(path):
+            continue  # fully validated before and unchanged since (size, mtime)
         else:
-            problems += validate_session(path, full=full)
+            found = validate_session(path, full=full)
+            problems += found
+            if stamps is not None and full and not found:
+                stamps.mark_clean(path)
+    if stamps is not None:
+        stamps.save()
     return problems
 
 

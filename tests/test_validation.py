@@ -175,7 +175,8 @@ def test_split_problems(tmp_path):
         "test": [{"user": 1, "session": "s1"}],
     }
     problems = validate_split(tmp_path, split, split_source="my.yaml")
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
+    assert any("session s1 is listed in both 'train' and 'test'" in p for p in problems)
     assert any(
         "ghost.hdf5: session file does not exist (named in my.yaml 'train')" in p for p in problems
     )
@@ -189,8 +190,8 @@ def test_split_problems(tmp_path):
 
     with pytest.raises(DatasetError) as info:
         check_split(tmp_path, split)
-    assert isinstance(info.value, ValueError) and len(info.value.problems) == 3
-    assert "3 dataset problems" in str(info.value) and "ghost.hdf5" in str(info.value)
+    assert isinstance(info.value, ValueError) and len(info.value.problems) == 4
+    assert "4 dataset problems" in str(info.value) and "ghost.hdf5" in str(info.value)
 
 
 def test_command_line(tmp_path, capsys):

@@ -86,6 +86,10 @@ def _ancestors(parent: np.ndarray, start: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mark)
 
 
+#: log-probabilities are <= 0; allow float rounding of log_softmax
+_LOG_PROB_TOLERANCE = 1e-4
+
+
 class CTCBeamDecoder(Decoder):
     """Prefix beam search over CTC emissions with an optional character KenLM.
 
@@ -185,6 +189,14 @@ class CTCBeamDecoder(Decoder):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the beam over emissions (T, 99) float64; returns the best labels/onsets."""
         t_count = len(emissions)
+        if t_count and float(emissions.max()) > _LOG_PROB_TOLERANCE:
+            # probabilities (softmax) or raw logits would be scored as if they were logs
+            row = int(np.argmax(emissions.max(axis=1)))
+            raise ValueError(
+                f"CTCBeamDecoder expects log-probabilities (all <= 0), but frame {row} holds "
+                f"{float(emissions[row].max()):.4g} (row sum {float(emissions[row].sum()):.4g}): "
+                "these look like probabilities or logits; pass log_softmax(logits) instead"
+            )
         if t_count:
             k = self._k
             # Stable descending order: ties go to the lower label (the oracle's convention).

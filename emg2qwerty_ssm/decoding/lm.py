@@ -55,7 +55,7 @@ def _load_kenlm(path: Path):
     config.show_progress = False
     try:
         return kenlm.Model(str(path), config)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError, ValueError) as err:  # ValueError: undecodable bytes
         raise LMError(
             f"could not read the language model {str(path)!r}: not a valid KenLM ARPA or binary "
             f"file ({err})"

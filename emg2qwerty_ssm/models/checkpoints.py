@@ -23,76 +23,34 @@ only for files you trust.
 
 from __future__ import annotations
 
-import collections
 import datetime
 import os
-import pickle
 import re
-import tempfile
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from emg2qwerty_ssm.atomic_io import atomic_save
+from emg2qwerty_ssm.checkpointing import (
+    INTEGRITY_KEY,
+    SAFE_GLOBALS,
+    CheckpointError,
+    add_integrity,
+    safe_load,
+    verify_state_dict,
+)
 from emg2qwerty_ssm.models.model import EMGModel, build_model
+
+__all__ = ["SAFE_GLOBALS", "CheckpointError", "load_model", "save_model"]
 
 FORMAT = "emg2qwerty_ssm.model/1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded safely or mapped onto a model."""
-
-
-def _omegaconf_globals() -> list[Any]:
-    from omegaconf import DictConfig, ListConfig, nodes
-    from omegaconf.base import ContainerMetadata, Metadata
-
-    node_types = [
-        getattr(nodes, n)
-        for n in (
-            "AnyNode",
-            "StringNode",
-            "IntegerNode",
-            "FloatNode",
-            "BooleanNode",
-            "BytesNode",
-            "PathNode",
-        )
-        if hasattr(nodes, n)
-    ]
-    return [DictConfig, ListConfig, ContainerMetadata, Metadata, *node_types]
-
-
-#: what a seed checkpoint's pickle references besides tensors (checked on the fixture)
-SAFE_GLOBALS: list[Any] = [
-    *_omegaconf_globals(),
-    typing.Any,  # omegaconf metadata's element/key types
-    list,
-    dict,
-    int,
-    collections.defaultdict,
-    collections.OrderedDict,
-]
-
-
 def _torch_load(path: Path, map_location: Any, trust_pickle: bool) -> Any:
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if trust_pickle:
-            return torch.load(path, map_location=map_location, weights_only=False)
-        found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        needs = f" (it needs {', '.join(sorted(set(found)))})" if found else ""
-        raise CheckpointError(
-            f"{path}: refused to unpickle{needs}: only tensors, plain containers and omegaconf "
-            "configs are allowed, because unpickling other objects can execute code stored in "
-            "the file. If you trust this file, load it deliberately with "
-            "load_model(path, trust_pickle=True) (scripts/convert_seed_checkpoint.py "
-            "--trust-pickle), or convert it once to the project's format."
-        ) from None
+    """Restricted unpickling (:func:`emg2qwerty_ssm.checkpointing.safe_load`)."""
+    return safe_load(path, map_location=map_location, trust_pickle=trust_pickle)
 
 
 def load_model(
@@ -105,6 +63,9 @@ def load_model(
     ckpt = _torch_load(path, map_location, trust_pickle)
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    state = ckpt.get("state_dict")
+    if isinstance(state, Mapping):  # checksums (own files), finiteness (all), tensor named
+        verify_state_dict(state, (ckpt.get(INTEGRITY_KEY) or {}).get("tensors"), path)
     if ckpt.get("format") == FORMAT:
         model = build_model(ckpt["model_config"])
         _load_weights(model, dict(ckpt["state_dict"]), path)
@@ -142,25 +103,21 @@ def save_model(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": meta,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    add_integrity(payload)
+    return atomic_save(lambda handle: torch.save(payload, handle), path)
 
 
 def _plain(obj: Any) -> Any:
-    """Plain containers (omegaconf objects resolved) so that weights_only loading accepts them."""
+    """Plain containers so that weights_only loading accepts them.
+
+    Interpolations in omegaconf objects are *never resolved*: a checkpoint is untrusted input,
+    and resolving ``${oc.env:SECRET}`` would copy an environment secret into the output. Their
+    text is kept as it is (``"${oc.env:SECRET}"``).
+    """
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(obj, DictConfig | ListConfig):
-        return OmegaConf.to_container(obj, resolve=True)
+        return OmegaConf.to_container(obj, resolve=False)
     if isinstance(obj, Mapping):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

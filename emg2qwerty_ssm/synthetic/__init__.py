@@ -14,13 +14,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .dataset import MANIFEST, generate_dataset, generate_session, is_complete, plan_sessions
+from .dataset import (
+    MANIFEST,
+    ForeignFilesError,
+    generate_dataset,
+    generate_session,
+    is_complete,
+    owned_files,
+    plan_sessions,
+)
 from .params import PRESETS, DatasetConfig, GeneratorParams, preset_config
 
 __all__ = [
     "MANIFEST",
     "PRESETS",
     "DatasetConfig",
+    "ForeignFilesError",
     "GeneratorParams",
     "cache_root",
     "default_dataset_dir",
@@ -64,18 +73,21 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def _check_replaceable(root: Path) -> None:
-    """Refuse to delete a directory that holds anything the generator did not write."""
-    ours = {MANIFEST, "metadata.csv", "splits"}
+    """Refuse to replace a directory holding anything the generator did not write.
+
+    Ownership comes only from the manifest a previous generation left at ``root`` (its
+    ``files`` list): file names alone prove nothing, since a real emg2qwerty directory has
+    ``*.hdf5`` files and a ``metadata.csv`` too.
+    """
+    ours = owned_files(root)
+    ours |= {f"{f}.partial" for f in ours}
     foreign = [
-        p.name
-        for p in root.iterdir()
-        if p.name not in ours and not p.name.endswith((".hdf5", ".hdf5.partial"))
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if not p.is_dir() and p.relative_to(root).as_posix() not in ours
     ]
     if foreign:
-        raise FileExistsError(
-            f"{root} exists, is not a complete synthetic dataset of this preset/seed and holds "
-            f"other files ({', '.join(sorted(foreign)[:5])}); refusing to replace it"
-        )
+        raise ForeignFilesError(root, foreign)
 
 
 def ensure_dataset(preset: str, seed: int = 0, root: Path | str | None = None, **overrides) -> Path:
@@ -85,8 +97,10 @@ def ensure_dataset(preset: str, seed: int = 0, root: Path | str | None = None, *
     Generation goes into a temporary sibling directory that is renamed into place once the
     manifest (the completion mark) is written, so a crash never leaves a half dataset at
     ``root``; a file lock serialises processes racing for the same ``root``. A directory at
-    ``root`` that is not a complete dataset of this preset/seed/config is replaced if it only
-    holds generator output (else FileExistsError).
+    ``root`` that is not a complete dataset of this preset/seed/config is replaced only if
+    every file in it is listed by the manifest of an earlier generation (else
+    :class:`ForeignFilesError`, checked *before* generating, so a real dataset given as the
+    root of a synthetic preset costs nothing and loses nothing).
     ``overrides`` are DatasetConfig fields (e.g. ``session_seconds``).
     """
     config = preset_config(preset, **overrides)
@@ -97,11 +111,13 @@ def ensure_dataset(preset: str, seed: int = 0, root: Path | str | None = None, *
     with _exclusive(root.parent / f".{root.name}.lock"):
         if is_complete(root, preset, seed, config):  # another process finished meanwhile
             return root
+        if root.exists():
+            _check_replaceable(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             generate_dataset(tmp, config, seed, preset=preset)
             if root.exists():
-                _check_replaceable(root)
+                _check_replaceable(root)  # again: a file may have appeared meanwhile
                 stale = Path(tempfile.mkdtemp(prefix=f".{root.name}.stale-", dir=root.parent))
                 os.replace(root, stale / "old")
                 shutil.rmtree(stale, ignore_errors=True)

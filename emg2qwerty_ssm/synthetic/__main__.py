@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .dataset import generate_dataset, is_complete
+from .dataset import ForeignFilesError, generate_dataset, is_complete
 from .params import PRESETS, GeneratorParams, preset_config
 
 
@@ -87,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.skip_existing and is_complete(args.out, args.preset, args.seed, config):
         print(f"[synthetic] {args.out} already holds {args.preset!r} seed {args.seed}; skipping")
         return 0
-    generate_dataset(args.out, config, args.seed, preset=args.preset)
+    try:
+        generate_dataset(args.out, config, args.seed, preset=args.preset)
+    except ForeignFilesError as err:  # e.g. --out is the real dataset: nothing was touched
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

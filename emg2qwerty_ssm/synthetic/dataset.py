@@ -37,6 +37,8 @@ from .typing import SessionTyping, sample_typist, simulate_typing
 
 __all__ = [
     "MANIFEST",
+    "ForeignFilesError",
+    "owned_files",
     "GENERATOR_VERSION",
     "SessionSpec",
     "generate_dataset",
@@ -219,6 +221,47 @@ def _write_split(path: Path, name: str, split: dict) -> None:
     path.write_text("# @package _global_\n" + body)
 
 
+class ForeignFilesError(FileExistsError):
+    """The target directory holds files this generator did not write (e.g. a real dataset)."""
+
+    def __init__(self, root: Path, foreign: list[str]) -> None:
+        shown = ", ".join(sorted(foreign)[:5]) + (" ..." if len(foreign) > 5 else "")
+        super().__init__(
+            f"{root} holds {len(foreign)} file(s) the synthetic generator did not write "
+            f"({shown}); refusing to delete or overwrite them. If this is the real emg2qwerty "
+            f"dataset, pass dataset=real dataset.root={root}; otherwise point dataset.root at "
+            "an empty or new directory"
+        )
+        self.root, self.foreign = Path(root), sorted(foreign)
+
+
+def owned_files(root: Path) -> set[str]:
+    """Paths (relative, POSIX) that the manifest at ``root`` says the generator wrote there.
+
+    Empty when there is no readable manifest: then nothing in ``root`` is ours. Manifests of
+    older versions have no ``files`` list; their files are derived from sessions and splits.
+    """
+    manifest = read_manifest(root)
+    return set() if manifest is None else owned_files_of(manifest)
+
+
+def owned_files_of(manifest: dict) -> set[str]:
+    """The files a manifest lists (see :func:`owned_files`)."""
+    files = manifest.get("files")
+    if files is None:
+        files = [f"{s}.hdf5" for s in manifest.get("sessions", [])]
+        files += ["metadata.csv", *(f"splits/{n}.yaml" for n in manifest.get("splits", []))]
+    return {str(f) for f in files} | {MANIFEST}
+
+
+def _check_collisions(out: Path, targets: list[str]) -> None:
+    """Refuse to overwrite an existing file at ``out`` that no manifest of ours lists."""
+    ours = owned_files(out)
+    foreign = [t for t in targets if t not in ours and (out / t).exists()]
+    if foreign:
+        raise ForeignFilesError(out, foreign)
+
+
 def read_manifest(root: Path) -> dict | None:
     """The manifest of a complete dataset at ``root``, or None if absent/unreadable."""
     try:
@@ -251,11 +294,16 @@ def generate_dataset(
     out = Path(out)
     (out / "splits").mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
+    started = time.perf_counter()
+    specs = plan_sessions(config, seed)
+    split_names = sorted(make_splits(config, specs, seed))
+    targets = [f"{s.name}.hdf5" for s in specs] + ["metadata.csv"]
+    targets += [f"splits/{n}.yaml" for n in split_names]
+    # Never overwrite what we did not write (a real dataset's metadata.csv, a user's file).
+    _check_collisions(out, [*targets, MANIFEST])
     previous = read_manifest(out)
     if manifest_path.exists():
         manifest_path.unlink()  # regenerating: the old completion mark no longer holds
-    started = time.perf_counter()
-    specs = plan_sessions(config, seed)
     rows = []
     emg_seconds = 0.0
     user: _UserModel | None = None
@@ -284,11 +332,11 @@ def generate_dataset(
         writer.writerows(rows)
     # Sessions of a previous generation into this directory that this one does not rewrite
     # (another seed or size) would otherwise linger beside the new metadata and splits.
+    # Only files the previous manifest lists are removed: never anything else.
     if previous is not None:
-        keep = {s.name for s in specs}
-        for name in previous.get("sessions", []):
-            if name not in keep:
-                (out / f"{name}.hdf5").unlink(missing_ok=True)
+        keep = set(targets)
+        for rel in owned_files_of(previous) - keep - {MANIFEST}:
+            (out / rel).unlink(missing_ok=True)
     splits = make_splits(config, specs, seed)
     for name, split in splits.items():
         _write_split(out / "splits" / f"{name}.yaml", name, split)
@@ -300,8 +348,11 @@ def generate_dataset(
         "config": config.to_dict(),
         "splits": sorted(splits),
         "sessions": [s.name for s in specs],
+        "files": targets,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=1))
+    tmp = manifest_path.with_name(manifest_path.name + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, manifest_path)
     elapsed = time.perf_counter() - started
     if log is not None:
         log(
