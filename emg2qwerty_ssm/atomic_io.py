@@ -42,6 +42,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as handle:
+            os.fchmod(handle.fileno(), _default_mode())  # mkstemp makes 0600
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -70,3 +71,10 @@ def atomic_save(save: Callable[[IO[bytes]], None], path: str | os.PathLike[str])
     with atomic_write(path, "wb") as handle:
         save(handle)
     return Path(path)
+
+
+def _default_mode() -> int:
+    """0666 minus the process umask: what ``open(path, "w")`` would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

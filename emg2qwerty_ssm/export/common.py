@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.export.mcu.targets import PARTS  # the microcontrollers we check against
 from emg2qwerty_ssm.models import EMGModel
 
@@ -146,20 +146,8 @@ def fits(flash_bytes: int | None, ram_bytes: int | None) -> dict[str, bool | Non
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` via a temp file in the same directory + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_plain(data), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            os.fchmod(handle.fileno(), _default_mode())  # mkstemp makes 0600
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
+    atomic_write_text(path, json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
 
 
 def _plain(value: Any) -> Any:
@@ -170,10 +158,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _default_mode() -> int:
-    """0666 minus the process umask: what ``open(path, "w")`` would have given."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

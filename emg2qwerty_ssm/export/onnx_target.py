@@ -10,8 +10,6 @@ their :class:`StateSpec` names (dots replaced by underscores), outputs ``log_pro
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emg2qwerty_ssm.atomic_io import atomic_write_bytes
 from emg2qwerty_ssm.export.step import ExportableStep, StateSpec
 
 OPSET = 18
@@ -60,23 +59,8 @@ def export_onnx(step: ExportableStep, path: Path | str) -> Path:
     program.optimize()
     proto = program.model_proto
     onnx.checker.check_model(proto)
-    _write_atomic(path, proto.SerializeToString())
+    atomic_write_bytes(path, proto.SerializeToString())
     return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), _default_mode())  # mkstemp makes 0600
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class OnnxStreamer:
@@ -116,10 +100,3 @@ class OnnxStreamer:
         if not frames:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(frames)
-
-
-def _default_mode() -> int:
-    """0666 minus the process umask: what ``open(path, "w")`` would have given."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

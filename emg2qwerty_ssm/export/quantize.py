@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emg2qwerty_ssm.export.onnx_target import OnnxStreamer, _write_atomic
+from emg2qwerty_ssm.atomic_io import atomic_write_bytes
+from emg2qwerty_ssm.export.onnx_target import OnnxStreamer
 from emg2qwerty_ssm.export.step import StateSpec
 
 #: ONNX op types whose weights and inputs are quantised by default (convolutions, linears)
@@ -116,5 +117,5 @@ def quantize_int8(
             )
         finally:
             root_log.setLevel(level)
-        _write_atomic(out_path, tmp_out.read_bytes())
+        atomic_write_bytes(out_path, tmp_out.read_bytes())
     return out_path

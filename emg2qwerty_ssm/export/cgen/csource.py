@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from emg2qwerty_ssm.atomic_io import atomic_write_text
 
 PREFIX = "emg_model"
 
@@ -59,23 +59,8 @@ def c_int_array(name: str, ctype: str, values: np.ndarray) -> str:
     return f"static const {ctype} {name}[{flat.size}] = {{{body}}};\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_library(out_dir: Path, header: str, source: str) -> CLibrary:
     lib = CLibrary(out_dir / f"{PREFIX}.h", out_dir / f"{PREFIX}.c")
-    write_atomic(lib.header, header)
-    write_atomic(lib.source, source)
+    atomic_write_text(lib.header, header)
+    atomic_write_text(lib.source, source)
     return lib

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emg2qwerty_ssm.export.cgen.csource import CLibrary, write_atomic
+from emg2qwerty_ssm.atomic_io import atomic_write_text
+from emg2qwerty_ssm.export.cgen.csource import CLibrary
 
 HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=c99", "-ffp-contract=off"]
 
@@ -74,7 +75,7 @@ def build_host(lib: CLibrary, out_dir: Path) -> Path:
     """Compile library + harness with ``gcc -O2 -Wall -Wextra -Werror -std=c99``."""
     cc = require_tool("gcc", "install a C compiler (Debian: apt-get install gcc)")
     harness = out_dir / "host_harness.c"
-    write_atomic(harness, HARNESS)
+    atomic_write_text(harness, HARNESS)
     exe = out_dir / "host_harness"
     cmd = [cc, *HOST_CFLAGS, "-I", str(lib.header.parent), str(lib.source), str(harness)]
     result = subprocess.run([*cmd, "-lm", "-o", str(exe)], capture_output=True, text=True)

@@ -7,7 +7,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emg2qwerty_ssm.export.cgen.csource import CLibrary, write_atomic
+from emg2qwerty_ssm.atomic_io import atomic_write_text
+from emg2qwerty_ssm.export.cgen.csource import CLibrary
 from emg2qwerty_ssm.export.cgen.host import ToolchainError, require_tool
 from emg2qwerty_ssm.export.mcu.firmware import FIRMWARE_C, LINKER_SCRIPT
 from emg2qwerty_ssm.export.mcu.targets import PARTS, McuTarget
@@ -96,7 +97,7 @@ def build_mcu(lib: CLibrary, target: McuTarget, out_dir: Path) -> McuBuild:
     build = out_dir / f"build-{target.name}"
     build.mkdir(parents=True, exist_ok=True)
     fw_c = build / "firmware.c"
-    write_atomic(fw_c, FIRMWARE_C)
+    atomic_write_text(fw_c, FIRMWARE_C)
     flags = [*target.cflags, *CFLAGS, "-I", str(lib.header.parent)]
     objs = []
     for src in (lib.source, fw_c):
@@ -108,7 +109,7 @@ def build_mcu(lib: CLibrary, target: McuTarget, out_dir: Path) -> McuBuild:
 
     def link(name: str, flash: int, ram: int, min_stack: int) -> tuple[Path, Path]:
         script = build / f"{name}.ld"
-        write_atomic(
+        atomic_write_text(
             script,
             LINKER_SCRIPT.format(
                 flash_origin=target.flash_origin,
