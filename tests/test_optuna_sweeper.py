@@ -317,3 +317,71 @@ def test_multi_objective_search_with_budget_end_to_end(tmp_path: Path) -> None:
     best = json.loads((sweep / "optuna_best.json").read_text())
     assert best["directions"] == ["minimize", "minimize"] and best["best_trials"]
     assert (sweep / "optuna_pareto.svg").is_file()
+
+
+def test_misspelt_objective_fails_fast_naming_the_keys(tmp_path: Path) -> None:
+    sweep = tmp_path / "typo"
+    out = _run(tmp_path, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=4",
+               "hydra.sweeper.objectives=[metrics.val/window/greedy.CEr]")  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    assert "'metrics.val/window/greedy.CEr' is not in the job result" in text
+    assert "did you mean 'metrics.val/window/greedy.CER'" in text
+    assert "macs_per_second" in text  # the available keys are listed
+    assert len(list(sweep.glob("trial_*/ran.txt"))) == 1  # stopped after the first result
+    (trial,) = _study(sweep / "optuna.db", "toy").trials
+    assert trial.state == TrialState.FAIL and "CEr" in trial.user_attrs["error"]
+
+
+def test_corrupt_study_database_is_named(tmp_path: Path) -> None:
+    sweep = tmp_path / "corrupt"
+    sweep.mkdir()
+    db = sweep / "optuna.db"
+    db.write_bytes(b"this is not an SQLite file\n" * 100)
+    out = _run(tmp_path, f"hydra.sweep.dir={sweep}")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"cannot open the Optuna storage {db}" in text, text
+    assert db.read_bytes().startswith(b"this is not")  # left as it was
+    assert not list(sweep.glob("trial_*"))
+
+
+def test_summary_at_the_end_and_nothing_left_on_resume(tmp_path: Path) -> None:
+    sweep = tmp_path / "summary"
+    common = [f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=3", "x=choice(2)"]
+    first = _run(
+        tmp_path,
+        *common,
+        "kind=choice(ok,fail,prune)",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.BruteForceSampler,seed:0}",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:50}",
+    )
+    text = first.stdout + first.stderr
+    assert first.returncode == 0, text
+    best = next(t for t in _study(sweep / "optuna.db", "toy").trials if t.params["kind"] == "ok")
+    assert "3 trials (n_trials=3): 1 complete, 1 fail, 1 pruned" in text
+    assert f"best trial {best.number}: {best.value}" in text
+    assert f"storage: {sweep / 'optuna.db'}" in text
+    assert "nothing left to run" not in text
+    again = _run(tmp_path, *common, "kind=choice(ok,fail,prune)")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing left to run: the study already holds its 3 trials" in again.stdout
+    assert len(_study(sweep / "optuna.db", "toy").trials) == 3
+
+
+def test_multi_objective_summary_lists_the_pareto_set(tmp_path: Path) -> None:
+    sweep = tmp_path / "pareto"
+    out = _run(
+        tmp_path,
+        f"hydra.sweep.dir={sweep}",
+        "x=interval(0, 3)",
+        "y=interval(0, 1)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.objectives=[metrics.val/window/greedy.CER,macs_per_second]",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    front = _study(sweep / "optuna.db", "toy").best_trials
+    assert f"Pareto set ({len(front)} trials):" in out.stdout
+    for t in front:
+        assert f"trial {t.number}: {t.values}" in out.stdout

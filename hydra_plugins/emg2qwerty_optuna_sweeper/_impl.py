@@ -404,7 +404,9 @@ class OptunaSweeperImpl:
         self._stop = False
         while not self._stop:
             if self.heartbeat_interval:  # fail (and re-enqueue) trials of dead workers
-                optuna.storages.fail_stale_trials(study)
+                with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
             trials = in_study(study.get_trials(deepcopy=False))
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             slots = max(0, self.n_trials - len(trials)) + waiting

@@ -70,10 +70,13 @@ def make_storage(
         # several worker processes share the file: wait for locks instead of failing at once
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     if heartbeat_interval:
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=max_retry),
+            failed_trial_callback=retry,
         )
     for attempt in range(5):
         try:
@@ -107,10 +110,10 @@ def in_study(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.Fr
     Not counted: trials over the budget or asked after n_trials was reached (both never run),
     and failed trials that were re-enqueued (their retry counts instead).
     """
-    from optuna.storages import RetryFailedTrialCallback
     from optuna.trial import TrialState
 
-    retried = {RetryFailedTrialCallback.retried_trial_number(t) for t in trials} - {None}
+    # RetryFailedTrialCallback.retried_trial_number (experimental, warns on every call)
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     return sorted(
         (
             t
