@@ -68,3 +68,22 @@ pareto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache .mypy_cache
+
+# --- Scale-out: real PostgreSQL and SLURM for the Optuna and cluster tests (docs/cluster.md) ---
+.PHONY: ci-deps slurm-local slurm-local-stop
+
+CI_APT_PACKAGES := postgresql slurm-wlm munge
+
+# apt-installs the servers tests/test_optuna_postgres.py and tests/test_slurm.py start (if missing)
+ci-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v slurmctld >/dev/null \
+		&& command -v munged >/dev/null; then echo "ci-deps: $(CI_APT_PACKAGES) present"; \
+	else $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+		sh -c 'apt-get update -qq && apt-get install -y -qq $(CI_APT_PACKAGES)'; fi
+
+# a single-node SLURM cluster on this machine (root); then: eval "$$(scripts/slurm_local.sh env)"
+slurm-local:
+	scripts/slurm_local.sh start
+
+slurm-local-stop:
+	scripts/slurm_local.sh stop
