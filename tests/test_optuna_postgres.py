@@ -85,6 +85,7 @@ def _worker(tmp: Path, url: str, name: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_three_workers_one_killed_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     workers = {f"w{i}": _worker(tmp_path, postgres_url, f"w{i}") for i in range(3)}

@@ -78,6 +78,7 @@ def _train_steps(metrics_csv: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
 
 
+@pytest.mark.slow
 def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(
     tmp_path: Path, slurm_env: dict[str, str]
 ) -> None:
