@@ -10,6 +10,7 @@ installs the server; psycopg2-binary is in requirements.lock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -63,7 +64,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _worker(tmp: Path, url: str, name: str) -> subprocess.Popen:
+def _worker(tmp: Path, url: str, name: str, sleep: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     cmd = [
         sys.executable,
@@ -78,7 +79,7 @@ def _worker(tmp: Path, url: str, name: str) -> subprocess.Popen:
         # unseeded: each worker samples its own points (a shared seed would repeat them)
         "hydra.sweeper.sampler={_target_:optuna.samplers.RandomSampler}",
         "x=interval(0, 3)",
-        "sleep=2",
+        f"sleep={sleep}",
     ]
     return subprocess.Popen(
         cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -88,12 +89,23 @@ def _worker(tmp: Path, url: str, name: str) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_three_workers_one_killed_on_postgres(tmp_path: Path, postgres_url: str) -> None:
-    workers = {f"w{i}": _worker(tmp_path, postgres_url, f"w{i}") for i in range(3)}
+    # w0's trials take a minute: it is killed while the others, done with every other trial,
+    # wait for it; they must then fail it, retry it and run the retry themselves
+    workers = {
+        f"w{i}": _worker(tmp_path, postgres_url, f"w{i}", 60 if i == 0 else 1) for i in range(3)
+    }
     victim = workers["w0"]
-    deadline = time.time() + 90
-    while not list((tmp_path / "w0").glob("trial_*/ran.txt")):  # w0 is inside a trial
-        assert victim.poll() is None and time.time() < deadline, "w0 never started a trial"
-        time.sleep(0.05)
+    deadline = time.time() + 150
+    study = None
+    while True:
+        assert victim.poll() is None and time.time() < deadline, "w0 finished or never started"
+        if study is None:
+            with contextlib.suppress(KeyError):  # no study yet
+                study = optuna.load_study(study_name="pg", storage=postgres_url)
+        done = study.get_trials(states=(TrialState.COMPLETE,)) if study else []
+        if len(done) == N_TRIALS - 1 and list((tmp_path / "w0").glob("trial_*/ran.txt")):
+            break
+        time.sleep(0.2)
     victim.kill()  # SIGKILL: no cleanup; its trial stays RUNNING in the database
     victim.wait()
     (killed_dir,) = (tmp_path / "w0").glob("trial_*")
@@ -101,6 +113,7 @@ def test_three_workers_one_killed_on_postgres(tmp_path: Path, postgres_url: str)
     for name in ("w1", "w2"):
         out, _ = workers[name].communicate(timeout=150)
         assert workers[name].returncode == 0, out
+        assert "waiting for trials" in out  # they did not leave the killed trial behind
 
     trials = optuna.load_study(study_name="pg", storage=postgres_url).trials
     assert len({t.number for t in trials}) == len(trials)

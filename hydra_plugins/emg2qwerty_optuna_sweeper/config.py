@@ -54,7 +54,7 @@ class OptunaSweeperConf:
     heartbeat_interval: int | None = 60
     grace_period: int | None = 180
     #: how often a trial whose worker died (stale heartbeat) is re-enqueued with the same
-    #: parameters (Optuna's RetryFailedTrialCallback); None = without limit
+    #: parameters (Optuna's RetryHeartbeatStaleTrialCallback); None = without limit
     max_retry: int | None = 1
     #: when n_trials is reached but other workers' trials still run, wait for them (and retry
     #: those whose worker dies) so that the study ends complete; needs heartbeat_interval

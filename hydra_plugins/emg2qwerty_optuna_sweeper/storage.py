@@ -3,7 +3,8 @@
 Crash safety comes from Optuna itself: a worker records a heartbeat for each trial it runs
 (``heartbeat_interval``); any worker fails trials whose heartbeat is older than
 ``grace_period`` (:func:`optuna.storages.fail_stale_trials`), and
-:class:`optuna.storages.RetryFailedTrialCallback` re-enqueues each of them once as a WAITING
+:class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (Optuna >= 4.9's name for
+``RetryFailedTrialCallback``) re-enqueues each of them once as a WAITING
 trial with the same parameters, which the next ``study.ask()`` of any worker runs.
 """
 
@@ -72,11 +73,11 @@ def make_storage(
     if heartbeat_interval:
         with warnings.catch_warnings():  # "experimental" since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            failed_trial_callback=retry,
+            heartbeat_stale_trial_callback=retry,
         )
     for attempt in range(5):
         try:
@@ -112,7 +113,7 @@ def in_study(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.Fr
     """
     from optuna.trial import TrialState
 
-    # RetryFailedTrialCallback.retried_trial_number (experimental, warns on every call)
+    # RetryHeartbeatStaleTrialCallback.retried_trial_number (experimental, warns every call)
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     return sorted(
         (
