@@ -78,6 +78,26 @@ mcu-toolchain:
 		echo "mcu-toolchain: arm-none-eabi-gcc, newlib and qemu-system-arm present"; \
 	else \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends \
-			gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+			gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm'; \
 	fi
+
+# --- Scale-out: real PostgreSQL and SLURM for the Optuna and cluster tests (docs/cluster.md) ---
+.PHONY: ci-deps slurm-local slurm-local-stop
+
+CI_APT_PACKAGES := postgresql slurm-wlm munge
+
+# Everything the CI-only tests need: the MCU toolchain, and the servers
+# tests/test_optuna_postgres.py and tests/test_slurm.py start (apt-installed if missing).
+ci-deps: mcu-toolchain
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v slurmctld >/dev/null \
+		&& command -v munged >/dev/null; then echo "ci-deps: $(CI_APT_PACKAGES) present"; \
+	else $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+		sh -c 'apt-get update -qq && apt-get install -y -qq $(CI_APT_PACKAGES)'; fi
+
+# a single-node SLURM cluster on this machine (root); then: eval "$$(scripts/slurm_local.sh env)"
+slurm-local:
+	scripts/slurm_local.sh start
+
+slurm-local-stop:
+	scripts/slurm_local.sh stop

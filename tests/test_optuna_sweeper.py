@@ -20,10 +20,12 @@ from emg2qwerty_ssm.pareto import non_dominated
 from hydra_plugins.emg2qwerty_optuna_sweeper._impl import SearchSpace, lookup
 
 APP = Path(__file__).parent / "optuna_app" / "app.py"
+#: subprocesses import this checkout's plugin and package (not another editable install)
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
 
 
 def _sweep(tmp: Path, *overrides: str, wait: bool = True) -> subprocess.Popen | None:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    env = {**ENV, "HYDRA_FULL_ERROR": "1"}
     cmd = [sys.executable, str(APP), "-m", *overrides]
     proc = subprocess.Popen(
         cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -33,6 +35,12 @@ def _sweep(tmp: Path, *overrides: str, wait: bool = True) -> subprocess.Popen | 
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     return None
+
+
+def _run(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**ENV, "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, str(APP), "-m", *overrides]
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _study(db: Path, name: str) -> optuna.Study:
@@ -164,32 +172,47 @@ def test_two_workers_share_one_study_and_a_later_run_resumes(tmp_path: Path) -> 
         out, _ = p.communicate(timeout=120)
         assert p.returncode == 0, out
     trials = _study(db, "shared").trials
-    assert 6 <= len(trials) <= 7  # both may ask for the last slot at once
+    # both may ask for the last slot at once: the later trial number is recorded, not run
+    surplus = [t for t in trials if t.user_attrs.get("not_run")]
+    assert len(trials) - len(surplus) == 6 and len(surplus) <= 1
+    assert all(t.state == TrialState.PRUNED for t in surplus)
+    trials = [t for t in trials if t not in surplus]
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.number for t in trials}) == len(trials)
     by_worker = [len(list((tmp_path / f"w{i}").glob("trial_*"))) for i in range(2)]
     assert min(by_worker) >= 1 and sum(by_worker) == len(trials)
     first = {t.number: t.params for t in trials}
 
-    # A worker killed mid-trial leaves a RUNNING trial behind; a resumed sweep fails it once
-    # its heartbeat is stale and only runs what is missing.
-    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=1, grace_period=1)
-    study = optuna.load_study(study_name="shared", storage=storage)
-    stale = study.ask()
-    storage.record_heartbeat(stale._trial_id)
-    time.sleep(1.5)
-    _sweep(
-        tmp_path,
-        *common,
-        f"hydra.sweep.dir={tmp_path / 'w0'}",
-        "hydra.sweeper.n_trials=9",
-        "hydra.sweeper.heartbeat_interval=1",
-        "hydra.sweeper.grace_period=1",
-    )
+    # A worker killed with -9 mid-trial leaves a RUNNING trial behind; a resumed sweep fails
+    # it once its heartbeat is stale, retries it with the same parameters and runs only what
+    # is missing.
+    beat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2"]
+    killed = _sweep(tmp_path, *common, *beat, f"hydra.sweep.dir={tmp_path / 'killed'}",
+                    "hydra.sweeper.n_trials=9", "sleep=30", wait=False)  # fmt: skip
+    assert killed is not None
+    number = len(_study(db, "shared").trials)  # the next trial (a surplus one included)
+    ran = tmp_path / "killed" / f"trial_{number}" / "ran.txt"
+    deadline = time.time() + 60
+    while not ran.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    killed.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
+    killed.wait()
+    assert ran.exists(), "the worker never started its trial"
+    study = _study(db, "shared")
+    lost = study.trials[number]
+    assert lost.state == TrialState.RUNNING
+    time.sleep(2.5)  # past the grace period
+    out = _run(tmp_path, *common, *beat, f"hydra.sweep.dir={tmp_path / 'w0'}",
+               "hydra.sweeper.n_trials=9")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
     trials = _study(db, "shared").trials
-    assert trials[stale.number].state == TrialState.FAIL
-    assert len(trials) == 9
+    assert trials[lost.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+    assert len(retries) == 1 and retries[0].params == lost.params  # the same point, once
+    assert retries[0].state == TrialState.COMPLETE
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 9 and len({t.number for t in done}) == 9
     assert {t.number: t.params for t in trials if t.number in first} == first
+    assert "9 complete" in out.stderr + out.stdout
 
 
 def test_lightning_pruning_callback_reports_and_prunes(
@@ -245,7 +268,7 @@ SMALL = [
 
 
 def _train_sweep(tmp: Path, *overrides: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env = {**ENV, "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "emg2qwerty_ssm.train", "-m", *overrides]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -294,3 +317,71 @@ def test_multi_objective_search_with_budget_end_to_end(tmp_path: Path) -> None:
     best = json.loads((sweep / "optuna_best.json").read_text())
     assert best["directions"] == ["minimize", "minimize"] and best["best_trials"]
     assert (sweep / "optuna_pareto.svg").is_file()
+
+
+def test_misspelt_objective_fails_fast_naming_the_keys(tmp_path: Path) -> None:
+    sweep = tmp_path / "typo"
+    out = _run(tmp_path, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=4",
+               "hydra.sweeper.objectives=[metrics.val/window/greedy.CEr]")  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    assert "'metrics.val/window/greedy.CEr' is not in the job result" in text
+    assert "did you mean 'metrics.val/window/greedy.CER'" in text
+    assert "macs_per_second" in text  # the available keys are listed
+    assert len(list(sweep.glob("trial_*/ran.txt"))) == 1  # stopped after the first result
+    (trial,) = _study(sweep / "optuna.db", "toy").trials
+    assert trial.state == TrialState.FAIL and "CEr" in trial.user_attrs["error"]
+
+
+def test_corrupt_study_database_is_named(tmp_path: Path) -> None:
+    sweep = tmp_path / "corrupt"
+    sweep.mkdir()
+    db = sweep / "optuna.db"
+    db.write_bytes(b"this is not an SQLite file\n" * 100)
+    out = _run(tmp_path, f"hydra.sweep.dir={sweep}")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"cannot open the Optuna storage {db}" in text, text
+    assert db.read_bytes().startswith(b"this is not")  # left as it was
+    assert not list(sweep.glob("trial_*"))
+
+
+def test_summary_at_the_end_and_nothing_left_on_resume(tmp_path: Path) -> None:
+    sweep = tmp_path / "summary"
+    common = [f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=3", "x=choice(2)"]
+    first = _run(
+        tmp_path,
+        *common,
+        "kind=choice(ok,fail,prune)",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.BruteForceSampler,seed:0}",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:50}",
+    )
+    text = first.stdout + first.stderr
+    assert first.returncode == 0, text
+    best = next(t for t in _study(sweep / "optuna.db", "toy").trials if t.params["kind"] == "ok")
+    assert "3 trials (n_trials=3): 1 complete, 1 fail, 1 pruned" in text
+    assert f"best trial {best.number}: {best.value}" in text
+    assert f"storage: {sweep / 'optuna.db'}" in text
+    assert "nothing left to run" not in text
+    again = _run(tmp_path, *common, "kind=choice(ok,fail,prune)")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing left to run: the study already holds its 3 trials" in again.stdout
+    assert len(_study(sweep / "optuna.db", "toy").trials) == 3
+
+
+def test_multi_objective_summary_lists_the_pareto_set(tmp_path: Path) -> None:
+    sweep = tmp_path / "pareto"
+    out = _run(
+        tmp_path,
+        f"hydra.sweep.dir={sweep}",
+        "x=interval(0, 3)",
+        "y=interval(0, 1)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.objectives=[metrics.val/window/greedy.CER,macs_per_second]",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    front = _study(sweep / "optuna.db", "toy").best_trials
+    assert f"Pareto set ({len(front)} trials):" in out.stdout
+    for t in front:
+        assert f"trial {t.number}: {t.values}" in out.stdout

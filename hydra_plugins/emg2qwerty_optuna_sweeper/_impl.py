@@ -9,11 +9,11 @@ plugin module whenever any Hydra app starts.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import math
 import re
-import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,6 +29,15 @@ from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hydra_plugins.emg2qwerty_optuna_sweeper.report import study_summary
+from hydra_plugins.emg2qwerty_optuna_sweeper.storage import (
+    NOT_RUN_ATTR,
+    Heartbeats,
+    absolute_sqlite,
+    in_study,
+    make_storage,
+    redacted,
+)
 from hydra_plugins.emg2qwerty_optuna_sweeper.trial_env import ENV_VARS, PRUNED_ATTR
 
 if TYPE_CHECKING:
@@ -193,8 +202,25 @@ def lookup(result: Mapping[str, Any], path: str) -> Any:
     """``result["a"]["b/c"]["d"]`` for ``"a.b/c.d"``; keys may themselves contain dots."""
     found = _lookup(result, path)
     if found is _MISSING:
-        raise KeyError(f"{path!r} not in the job result (top-level keys: {sorted(result)})")
+        keys = numeric_keys(result)
+        close = difflib.get_close_matches(path, keys, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(keys[:40]) + (f", ... ({len(keys)} in all)" if len(keys) > 40 else "")
+        raise KeyError(f"{path!r} is not in the job result{hint} Available keys: {shown}")
     return found
+
+
+def numeric_keys(result: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of the numeric values in a result (the job's ``config`` left out)."""
+    keys = []
+    for key, value in result.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping | DictConfig):
+            if key != "config":
+                keys += numeric_keys(value, path + ".")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            keys.append(path)
+    return keys
 
 
 _MISSING = object()
@@ -249,76 +275,6 @@ def objective_values(
     return values, result
 
 
-# ----------------------------------------------------------------------------- storage
-
-
-def absolute_sqlite(url: str) -> str:
-    """Make a relative SQLite path absolute (jobs may run in another working directory)."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
-        path = url[len(prefix) :]
-        if path and path != ":memory:":
-            return prefix + str(Path(path).resolve())
-    return url
-
-
-def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | None) -> Any:
-    import optuna
-
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # several worker processes share the file: wait for locks instead of failing at once
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    if heartbeat_interval:
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    # Workers starting together on a new database race to create its tables; the loser sees
-    # an integrity/lock error, and a retry finds the tables in place.
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, **kwargs)
-        except (IntegrityError, OperationalError) as e:
-            if attempt == 4:
-                raise
-            log.info(f"storage not ready ({type(e).__name__}); retrying")
-            time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
-
-
-class _Heartbeats:
-    """Record heartbeats of in-flight trials so a dead worker's trials can be failed later."""
-
-    def __init__(self, storage: Any, trial_ids: Sequence[int], interval: int | None) -> None:
-        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _beat(self) -> None:
-        for tid in self.trial_ids:
-            self.storage.record_heartbeat(tid)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self._beat()
-            except Exception as e:  # a missed beat must not kill the sweep
-                log.warning(f"optuna heartbeat failed: {e}")
-
-    def __enter__(self) -> _Heartbeats:
-        if self.interval:
-            self._beat()
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-
 # ----------------------------------------------------------------------------- sweeper
 
 
@@ -365,6 +321,8 @@ class OptunaSweeperImpl:
         budget: Any,
         params: Mapping[str, Any] | None,
         write_report: bool,
+        max_retry: int | None = 1,
+        wait_for_running: bool = True,
     ) -> None:
         self.sampler = sampler
         self.pruner = pruner
@@ -382,6 +340,8 @@ class OptunaSweeperImpl:
         self.budget = budget
         self.params = params
         self.write_report = write_report
+        self.max_retry = max_retry
+        self.wait_for_running = wait_for_running
         if self.objectives and len(self.objectives) != len(self.directions):
             raise HydraException(
                 f"hydra.sweeper: {len(self.objectives)} objectives {self.objectives} but "
@@ -421,7 +381,8 @@ class OptunaSweeperImpl:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         url = absolute_sqlite(self.storage_url or f"sqlite:///{self.sweep_dir.resolve()}/optuna.db")
-        storage = make_storage(url, self.heartbeat_interval, self.grace_period)
+        self.url = url
+        storage = make_storage(url, self.heartbeat_interval, self.grace_period, self.max_retry)
         study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
@@ -432,28 +393,41 @@ class OptunaSweeperImpl:
         )
         log.info(
             f"Optuna study {self.study_name!r} ({', '.join(self.directions)}) in "
-            f"{_redacted(url)}; search space: {space.distributions}"
+            f"{redacted(url)}; search space: {space.distributions}"
         )
         budget_fn = None
         if self.budget is not None and self.budget.get("max") is not None:
             module, _, name = str(self.budget.fn).rpartition(".")
             budget_fn = getattr(import_module(module), name)
-        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
         returns: list[Sequence[JobReturn]] = []
-        over_budget_streak = 0
+        over_budget_streak, launched, waited = 0, 0, False
         self._stop = False
         while not self._stop:
-            if self.heartbeat_interval:
-                optuna.storages.fail_stale_trials(study)
-            trials = study.get_trials(deepcopy=False, states=counted)
-            remaining = self.n_trials - sum(not t.user_attrs.get("over_budget") for t in trials)
-            if remaining <= 0:
+            if self.heartbeat_interval:  # fail (and re-enqueue) trials of dead workers
+                with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+            trials = in_study(study.get_trials(deepcopy=False))
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            slots = max(0, self.n_trials - len(trials)) + waiting
+            if slots <= 0:
+                running = [t.number for t in trials if t.state == TrialState.RUNNING]
+                if running and self.wait_for_running and self.heartbeat_interval:
+                    # other workers' trials: wait for them to finish or to go stale (then
+                    # they are retried here), so that the study ends complete
+                    if not waited:
+                        log.info(f"waiting for trials {running} of other workers to finish")
+                    waited = True
+                    time.sleep(min(float(self.heartbeat_interval), 10.0))
+                    continue
                 break
             batch: list[tuple[optuna.trial.Trial, list[str]]] = []
-            while len(batch) < min(self.n_jobs, remaining) and not self._stop:
+            while len(batch) < min(self.n_jobs, slots) and not self._stop:
                 with warnings.catch_warnings():  # we record the heartbeats ourselves
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask(space.distributions)
+                if self._surplus(study, trial):
+                    break
                 overrides = space.overrides(trial.params)
                 if budget_fn is not None:
                     cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -476,18 +450,38 @@ class OptunaSweeperImpl:
                 over_budget_streak = 0
                 batch.append((trial, overrides + self._job_overrides(url, trial.number)))
             if not batch:
-                break
+                continue  # the study filled up meanwhile (or every asked trial was over budget)
             ids = [t._trial_id for t, _ in batch]  # heartbeats are keyed by storage trial id
-            with _Heartbeats(storage, ids, self.heartbeat_interval):
+            with Heartbeats(storage, ids, self.heartbeat_interval):
                 results = self.launcher.launch(
                     [ov for _, ov in batch], initial_job_idx=batch[0][0].number
                 )
-            for (trial, _), ret in zip(batch, results, strict=True):
+            launched += len(batch)
+            errors = [
                 self._tell(study, trial, ret)
+                for (trial, _), ret in zip(batch, results, strict=True)
+            ]
             returns.append(results)
+            config_error = next((e for e in errors if e), None)
+            if config_error:
+                raise HydraException(config_error)
         if self.write_report:
             self.report(study)
+        log.info(study_summary(study, self.n_trials, self.url, launched))
         return returns
+
+    def _surplus(self, study: optuna.Study, trial: optuna.trial.Trial) -> bool:
+        """True (and the trial recorded as pruned, never run) when other workers filled the
+        study's n_trials between our count and our ask: trials are ranked by number."""
+        from optuna.trial import TrialState
+
+        numbers = [t.number for t in in_study(study.get_trials(deepcopy=False))]
+        if trial.number not in numbers or numbers.index(trial.number) < self.n_trials:
+            return False
+        trial.set_user_attr(NOT_RUN_ATTR, "n_trials already reached by other workers")
+        self._stop |= tell(study, trial, state=TrialState.PRUNED)
+        log.info(f"trial {trial.number}: the study already holds {self.n_trials} trials; not run")
+        return True
 
     def _job_overrides(self, url: str, number: int) -> list[str]:
         env = {
@@ -500,10 +494,19 @@ class OptunaSweeperImpl:
             f"++hydra.job.env_set.{k}={_quoted(v)}" for k, v in env.items()
         ]
 
-    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> None:
+    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> str | None:
+        """Store the job's outcome on its trial; returns a configuration error, if any (a
+        misspelt objective key fails every trial alike: the sweep stops after this batch)."""
         import optuna
         from optuna.trial import TrialState
 
+        state = study._storage.get_trial(trial._trial_id).state
+        if state.is_finished():  # failed as stale by another worker while this one ran it
+            log.warning(
+                f"trial {trial.number} was marked {state.name} by another worker while it ran "
+                "here (no heartbeat within hydra.sweeper.grace_period); its result is dropped"
+            )
+            return None
         out_dir = job_output_dir(ret)
         if out_dir is not None:
             trial.set_user_attr("output_dir", str(out_dir))
@@ -517,15 +520,20 @@ class OptunaSweeperImpl:
         except optuna.TrialPruned as e:
             log.info(f"trial {trial.number} pruned: {e}")
             self._stop |= tell(study, trial, state=TrialState.PRUNED)
-            return
+            return None
         except Exception as e:
             self._fail(study, trial, f"{type(e).__name__}: {e}")
-            return
+            return None
         try:
             values, result = objective_values(value, self.objectives, len(self.directions), out_dir)
-        except (KeyError, ValueError, TypeError, OSError) as e:
+        except KeyError as e:  # the job succeeded; the objective key is wrong
+            source = out_dir / "results.json" if value is None and out_dir else "its return value"
+            message = f"hydra.sweeper.objectives: trial {trial.number} ({source}): {e.args[0]}"
+            self._fail(study, trial, message)
+            return message
+        except (ValueError, TypeError, OSError) as e:
             self._fail(study, trial, f"{type(e).__name__}: {e}")
-            return
+            return None
         for key in self.report_keys:
             with contextlib.suppress(KeyError):
                 trial.set_user_attr(key, _plain(lookup(result, key)))
@@ -536,9 +544,10 @@ class OptunaSweeperImpl:
                 with contextlib.suppress(ValueError, OSError):
                     reason += f"; the job failed: {json.loads(failed.read_text()).get('error')}"
             self._fail(study, trial, reason)
-            return
+            return None
         self._stop |= tell(study, trial, values)
         log.info(f"trial {trial.number} {trial.params} -> {values}")
+        return None
 
     def _fail(self, study: optuna.Study, trial: optuna.trial.Trial, reason: str) -> None:
         from optuna.trial import TrialState
@@ -561,15 +570,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, DictConfig | ListConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
-
-
-def _redacted(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<storage>"
 
 
 __all__ = ["OptunaSweeperImpl", "SearchSpace", "lookup", "objective_values", "override_str"]

@@ -53,6 +53,12 @@ class OptunaSweeperConf:
     #: is marked failed after ``grace_period``; None disables
     heartbeat_interval: int | None = 60
     grace_period: int | None = 180
+    #: how often a trial whose worker died (stale heartbeat) is re-enqueued with the same
+    #: parameters (Optuna's RetryHeartbeatStaleTrialCallback); None = without limit
+    max_retry: int | None = 1
+    #: when n_trials is reached but other workers' trials still run, wait for them (and retry
+    #: those whose worker dies) so that the study ends complete; needs heartbeat_interval
+    wait_for_running: bool = True
     budget: BudgetConf = field(default_factory=BudgetConf)
     #: the search space: {key: "interval(0.1, 1)" | "tag(log, interval(1e-4, 1e-2))" |
     #: "range(1, 8)" | "choice(a, b)" | "a,b,c" | {type: float|int|categorical, low, high,

@@ -89,3 +89,42 @@ def write_study_report(
         meta={"study_name": study.study_name, "metric": y},
     )
     return written
+
+
+def study_summary(study: optuna.Study, n_trials: int, url: str, launched: int) -> str:
+    """What the user reads when the sweep ends: trial counts, best trial / Pareto set, storage.
+
+    ``launched`` is how many trials this process ran; 0 means a resumed study that had
+    nothing left to run, which is said explicitly.
+    """
+    from hydra_plugins.emg2qwerty_optuna_sweeper.storage import NOT_RUN_ATTR, storage_location
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in {t.state for t in trials}}
+    not_run = sum(bool(t.user_attrs.get("over_budget") or t.user_attrs.get(NOT_RUN_ATTR))
+                  for t in trials)  # fmt: skip
+    by_state = ", ".join(
+        f"{counts.get(s, 0)} {s.name.lower()}"
+        for s in sorted(counts, key=lambda s: s.value)
+        if s.name != "PRUNED"
+    )
+    pruned = sum(t.state.name == "PRUNED" for t in trials) - not_run
+    lines = [
+        f"Optuna study {study.study_name!r}: {len(trials)} trials (n_trials={n_trials}): "
+        f"{by_state}, {pruned} pruned, {not_run} never run (over budget / n_trials reached)"
+    ]
+    if launched == 0:
+        lines.append(f"nothing left to run: the study already holds its {n_trials} trials")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if not complete:
+        lines.append("no complete trial yet")
+    elif len(study.directions) > 1:
+        lines.append(f"Pareto set ({len(study.best_trials)} trials):")
+        lines += [f"  trial {t.number}: {t.values} {t.params}" for t in study.best_trials]
+    else:
+        best = study.best_trial
+        where = best.user_attrs.get("output_dir")
+        lines.append(f"best trial {best.number}: {best.value} {best.params}" +
+                     (f" ({where})" if where else ""))  # fmt: skip
+    lines.append(f"storage: {storage_location(url)} (study {study.study_name!r})")
+    return "\n".join(lines)
