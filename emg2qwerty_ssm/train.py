@@ -506,6 +506,23 @@ def _failed(cfg: DictConfig, err: BaseException) -> Any:
     return math.nan
 
 
+def _interrupted(err: BaseException) -> bool:
+    """True when ``err`` was raised while a SystemExit / KeyboardInterrupt was unwinding.
+
+    A preemption handler (submitit's on SLURM) exits with SystemExit; if that lands inside
+    ``torch.save``, torch turns it into a RuntimeError. Recording that as a failed job would
+    report success to the launcher and lose the requeue.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _hydra_task(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -514,7 +531,7 @@ def _hydra_task(cfg: DictConfig) -> Any:
     try:
         results = train(cfg)
     except Exception as err:
-        if not multirun:
+        if not multirun or _interrupted(err):
             raise
         log.exception("job failed; the sweep continues")
         return _failed(cfg, err)

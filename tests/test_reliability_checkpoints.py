@@ -193,3 +193,23 @@ def test_converting_never_resolves_env_interpolations(tmp_path, reference_dir, m
     meta = torch.load(out, weights_only=True)["metadata"]
     assert meta["seed"]["hyper_parameters"]["api_token"]["t"] == "${oc.env:RELIABILITY_SECRET}"
     assert "emg2qwerty_ssm_integrity" in torch.load(out, weights_only=True)
+
+
+def test_an_error_raised_while_a_preemption_exit_unwinds_is_not_a_failed_job() -> None:
+    """submitit exits with SystemExit on preemption; inside torch.save that surfaces as a
+    RuntimeError, which a multirun must re-raise (not record as failed.json and return)."""
+    from emg2qwerty_ssm.train import _interrupted
+
+    def save_interrupted_by_preemption() -> None:
+        try:
+            raise SystemExit(-1)  # the signal handler's exit
+        finally:
+            raise RuntimeError("unexpected pos 4578112 vs 4578000")  # torch's zip writer
+
+    with pytest.raises(RuntimeError) as info:
+        save_interrupted_by_preemption()
+    assert _interrupted(info.value)
+    assert not _interrupted(RuntimeError("a real failure"))
+    chained = ValueError("bad config")
+    chained.__cause__ = KeyError("x")
+    assert not _interrupted(chained)
