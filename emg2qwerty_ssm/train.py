@@ -354,6 +354,7 @@ def evaluate_all(cfg: DictConfig, module: Any, datamodule: Any, device: torch.de
     """``{"<split>/<protocol>/<decoder>": {CER, IER, DER, SER}}`` for the configured grid."""
     from emg2qwerty_ssm.evaluation import evaluate_loader
     from emg2qwerty_ssm.lightning_module import decoder_name
+    from emg2qwerty_ssm.metrics import ALIASES
     from emg2qwerty_ssm.predictions import session_records, write_predictions
 
     dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
@@ -370,7 +371,8 @@ def evaluate_all(cfg: DictConfig, module: Any, datamodule: Any, device: torch.de
             values = evaluate_loader(model, loader, module.decoder, device, texts=texts)
             key = metric_key(str(split), str(protocol), dec)
             records += session_records(key, loader.dataset, texts)
-            log.info("%s: %s (%.1f s)", key, values, time.time() - t0)
+            shown = {k: round(v, 2) for k, v in (values or {}).items() if k not in ALIASES}
+            log.info("%s: %s (%.1f s)", key, shown or None, time.time() - t0)
             if values is not None:
                 metrics[key] = values
     write_predictions(resolve_run_dir(cfg), records)
