@@ -47,6 +47,8 @@ class UserTable:
     columns: list[str]
     cells: dict[str, dict[str, float]]
     notes: list[str] = field(default_factory=list)
+    #: rows shown after the mean and not part of it (e.g. the zero-shot row)
+    extra_rows: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def users(self) -> list[str]:
@@ -65,7 +67,8 @@ class UserTable:
             value, n = self.mean(c)
             partial = f" ({n} of {len(self.cells)})" if 0 < n < len(self.cells) else ""
             mean_row.append(_fmt(value) + partial)
-        return [*out, mean_row]
+        extra = [[n, *(_fmt(r.get(c)) for c in self.columns)] for n, r in self.extra_rows.items()]
+        return [*out, mean_row, *extra]
 
 
 def _natural(text: str) -> list[Any]:
@@ -188,6 +191,10 @@ def to_csv(tables: Sequence[UserTable]) -> str:
         for c in t.columns:
             mean, _ = t.mean(c)
             writer.writerow([t.model, "mean", c, t.rate, "" if mean is None else mean])
+        for name, row in t.extra_rows.items():
+            for c in t.columns:
+                if row.get(c) is not None:
+                    writer.writerow([t.model, name, c, t.rate, row[c]])
     return buf.getvalue()
 
 
@@ -205,7 +212,7 @@ def print_tables(tables: Sequence[UserTable], file: Any = None) -> None:
             table.add_column(c, justify="right")
         rows = t.rows()
         for i, row in enumerate(rows):
-            table.add_row(*row, end_section=i == len(rows) - 2)
+            table.add_row(*row, end_section=i in (len(t.cells) - 1, len(t.cells)))
         console.print(table)
         for note in t.notes[:3]:
             console.print(f"note: {note}", markup=False)
