@@ -392,6 +392,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     start = time.time()
     logs.setup_run_logging()
     logs.warn_unused_gpu(cfg.trainer)
+    if cfg.get("matmul_precision"):  # TF32 matmuls on Ampere+ GPUs ("high"); docs/training.md
+        torch.set_float32_matmul_precision(str(cfg.matmul_precision))
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True)
