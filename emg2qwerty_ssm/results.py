@@ -157,7 +157,7 @@ def read_results(path: str | Path, required: Sequence[str] = REQUIRED_KEYS) -> d
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         raise ValueError(f"{path}: top level is {type(data).__name__}, expected an object")
     missing = [k for k in required if k not in data]
     if missing:
