@@ -59,6 +59,33 @@ def test_smoke_multirun_prints_each_line_once_and_no_noise(tmp_path: Path, cache
         assert r["target_chars"] == sum(len(w["target"]) for w in r["windows"])
 
 
+def test_noise_filters_and_unused_gpu_warning(monkeypatch, caplog) -> None:
+    import warnings
+
+    import torch
+    from optuna.exceptions import ExperimentalWarning
+
+    from emg2qwerty_ssm import logs
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        logs.install_filters()
+        warnings.warn("multi-objective sampler is experimental", ExperimentalWarning, stacklevel=1)
+        warnings.warn(
+            "The `srun` command is available on your system but is not used", stacklevel=1
+        )
+        warnings.warn("something the user should see", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something the user should see"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "FakeGPU")
+    with caplog.at_level(logging.WARNING, logger="emg2qwerty_ssm.train"):
+        logs.warn_unused_gpu({"accelerator": "auto"})
+        assert not caplog.text
+        logs.warn_unused_gpu({"accelerator": "cpu"})
+    assert "CUDA is available (FakeGPU) but trainer.accelerator=cpu" in caplog.text
+    assert 0 <= logs.default_num_workers() <= 8
+
+
 def test_training_without_validation_warns(tmp_path: Path, cache: Path, caplog) -> None:
     cfg = compose_cfg(
         ["debug=smoke", "trainer.max_epochs=1", "+trainer.check_val_every_n_epoch=5"],
