@@ -143,6 +143,20 @@ def test_session_records_group_windows_and_count_what_the_model_missed() -> None
     assert s1["split"] == "test" and s1["protocol"] == "paper" and s1["decoder"] == "greedy"
 
 
+def test_predictions_file_round_trip_and_worst_sessions(tmp_path: Path, capsys) -> None:
+    from emg2qwerty_ssm.predictions import main, write_predictions
+
+    pairs = [("", "abc"), ("abc", "abc")]
+    records = session_records("test/session/greedy", _Concat(_Part("a", 1), _Part("b", 1)), pairs)
+    write_predictions(tmp_path, records)
+    assert read_predictions(tmp_path) == records
+    main([str(tmp_path), "--worst", "1"])
+    out = capsys.readouterr().out
+    assert "-- a: CER 100.0 (missing 100.0" in out and "-- b:" not in out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--key", "val/paper/beam"])
+
+
 # ----------------------------------------------------------------------------- collector
 
 
