@@ -2,7 +2,8 @@
 
 Sweeps, Optuna and the Pareto tool read these files, so the layout is a shared interface
 (see docs/training.md). Required keys: ``model``, ``params``, ``macs_per_second``, ``decoder``,
-``user``, ``metrics`` (``{"<split>/<protocol>/<decoder>": {"CER", "IER", "DER", "SER"}}``), the
+``user``, ``metrics`` (``{"<split>/<protocol>/<decoder>": {"CER", "missing", "extra",
+"substituted", ...}}``, with emg2qwerty's ``IER``/``DER``/``SER`` as aliases), the
 flat ``CER`` (test split, paper protocol), ``checkpoint``, ``config_hash``, ``git_commit``,
 ``wall_time_s`` and ``config`` (the resolved config).
 """
