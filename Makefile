@@ -101,3 +101,14 @@ slurm-local:
 
 slurm-local-stop:
 	scripts/slurm_local.sh stop
+
+# ---- Reproduce the paper (docs/reproduce.md): generic -> fine-tune user0..7 -> greedy + LM -> tables
+# make paper DATA=/path/to/emg2qwerty [MODEL="tc_s4_small"] [PAPER_ARGS="--baseline-dir ... --set trainer=gpu"]
+.PHONY: paper
+MODEL ?= s4_large tc_s4_medium tc_s4_small
+PAPER_DIR ?= outputs/paper
+PAPER_ARGS ?=
+paper: $(STAMP)
+	@case "$(origin DATA)" in "command line"|environment) ;; *) echo "make paper: pass DATA=/path/to/emg2qwerty (the real dataset root)"; exit 2;; esac
+	@test -d "$(DATA)" || { echo "make paper: DATA=$(DATA) is not a directory (the emg2qwerty dataset root)"; exit 2; }
+	$(PY) scripts/reproduce_paper.py --data $(DATA) --models $(MODEL) --out $(PAPER_DIR) $(PAPER_ARGS)

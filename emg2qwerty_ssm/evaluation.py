@@ -1,4 +1,4 @@
-"""Final evaluation: a model, a decoder and a loader -> CER/IER/DER/SER.
+"""Final evaluation: a model, a decoder and a loader -> CER and its missing/extra/substituted parts.
 
 A plain loop rather than ``Trainer.test``: it runs on one process whatever strategy trained the
 model (no DistributedSampler padding duplicates into the test set), and the protocol a
@@ -22,6 +22,7 @@ def evaluate_loader(
     loader: Iterable[Mapping[str, torch.Tensor]],
     decoder: Any,
     device: torch.device | str = "cpu",
+    texts: list[tuple[str, str]] | None = None,
 ) -> dict[str, float] | None:
     """Decode every batch of ``loader`` with ``model`` (an ``EMGModel``) in eval mode.
 
@@ -29,7 +30,8 @@ def evaluate_loader(
 
     Batches are ``WindowedEMGDataset.collate`` dicts (inputs ``(T, N, ...)``). Each window is
     a separate forward pass, i.e. starts from zero recurrent state. Returns None when the
-    loader holds no target characters.
+    loader holds no target characters. ``texts``, if given, receives each item's
+    ``(prediction, target)`` texts in loader order (for ``predictions.jsonl``).
     """
     from emg2qwerty_ssm.metrics import CharacterErrorRates
 
@@ -44,9 +46,11 @@ def evaluate_loader(
             _check_finite(emissions, loader, seen)
             seen += emissions.shape[1]
             lengths = model.emission_lengths(batch["input_lengths"]).clamp(max=emissions.shape[0])
-            decode_and_score(
+            pairs = decode_and_score(
                 decoder, metric, emissions, lengths, batch["targets"], batch["target_lengths"]
             )
+            if texts is not None:
+                texts.extend(pairs)
     finally:
         model.train(was_training)
     return compute_cer(metric)

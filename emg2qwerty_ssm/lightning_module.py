@@ -62,8 +62,8 @@ def decode_and_score(
     emission_lengths: torch.Tensor,
     targets: torch.Tensor,
     target_lengths: torch.Tensor,
-) -> None:
-    """Decode a batch and add it to a CER metric.
+) -> list[tuple[str, str]]:
+    """Decode a batch, add it to a CER metric and return its ``(prediction, target)`` texts.
 
     emissions (T, N, 99) log-probs; emission_lengths (N,); targets (S, N) padded labels;
     target_lengths (N,). Targets are cut to each item's length and stripped of blanks.
@@ -74,10 +74,13 @@ def decode_and_score(
     blank = charset().null_class
     targets_np = targets.detach().cpu().numpy()
     lengths = target_lengths.detach().cpu().numpy()
+    texts = []
     for i, prediction in enumerate(predictions):
         labels = targets_np[: int(lengths[i]), i]
-        labels = labels[labels != blank].astype(np.int32)
-        metric.update(prediction=prediction, target=LabelData.from_labels(labels))
+        target = LabelData.from_labels(labels[labels != blank].astype(np.int32))
+        metric.update(prediction=prediction, target=target)
+        texts.append((prediction.text, target.text))
+    return texts
 
 
 def compute_cer(metric: Any) -> dict[str, float] | None:

@@ -5,7 +5,8 @@ directories (searched recursively), picks one CER per run (the flat ``CER`` key,
 CER under the paper protocol, or ``metrics["<split>/<protocol>/<decoder>"]["CER"]``), computes
 the non-dominated set on (CER, MAC/s), both minimised, and writes ``<stem>.csv``,
 ``<stem>.json``, ``<stem>.png`` and ``<stem>.svg``. The figure shows our runs (measured here)
-together with the published reference points of docs/paper.md (real emg2qwerty data)::
+together with the published reference points of docs/published.yaml (real emg2qwerty
+data)::
 
     python scripts/pareto.py multirun/ --metric test/paper/greedy --out reports/pareto
 """
@@ -22,30 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULTS_NAME = "results.json"
+from emg2qwerty_ssm.published import Reference, references
+from emg2qwerty_ssm.results import RESULTS_FILE as RESULTS_NAME
+from emg2qwerty_ssm.results import find_results, read_results
+
+__all__ = ["find_results", "collect", "mark_front", "non_dominated", "REFERENCES"]
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A published point (docs/paper.md#fig-2a: personalized CER %, MAC/s of 2 kHz input)."""
-
-    label: str
-    macs_per_second: float
-    cer_greedy: float | None
-    cer_lm: float | None
-    source: str
-
-
-#: docs/paper.md#fig-2a (CERs on the real emg2qwerty test users, %)
-REFERENCES: tuple[Reference, ...] = (
-    Reference("TC_S4_small", 12.6e6, 9.51, 4.25, "paper"),
-    Reference("TC_S4_medium", 32.0e6, 8.41, 3.79, "paper"),
-    Reference("S4_large", 185e6, 6.97, 3.48, "paper"),
-    Reference("emg2qwerty TDS-Conv-CTC", 1.046e9, 11.28, 6.95, "emg2qwerty baseline"),
-    Reference("distilled transformer tiny", 162e9, 8.60, None, "prior work"),
-    Reference("distilled transformer small", 312e9, 7.10, None, "prior work"),
-    Reference("SplashNet", 1.217e9, None, 5.51, "prior work"),
-)
+#: Fig. 2A's published points, from docs/published.yaml (real emg2qwerty data, CER %)
+REFERENCES: tuple[Reference, ...] = references()
 
 
 @dataclass
@@ -90,23 +76,6 @@ def mark_front(records: list[Record]) -> list[Record]:
 
 
 # ----------------------------------------------------------------------------- reading runs
-
-
-def find_results(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
-    """Every ``results.json`` under the given files/directories (recursive), and problems."""
-    found: list[Path] = []
-    problems: list[str] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            hits = sorted(p.rglob(RESULTS_NAME))
-            if not hits:
-                problems.append(f"{p}: no {RESULTS_NAME} found under this directory")
-            found.extend(hits)
-        else:
-            problems.append(f"{p}: no such file or directory")
-    return sorted(set(found)), problems
 
 
 def cer_of(results: Mapping[str, Any], metric: str | None) -> float:
@@ -157,9 +126,7 @@ def collect(
     records: list[Record] = []
     for f in files:
         try:
-            results = json.loads(f.read_text())
-            if not isinstance(results, Mapping):
-                raise ValueError(f"top level is {type(results).__name__}, expected an object")
+            results = read_results(f, required=())
             records.append(record_from_results(f, results, metric))
         except (OSError, ValueError, KeyError, TypeError) as e:
             reason = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -2,7 +2,8 @@
 
 Sweeps, Optuna and the Pareto tool read these files, so the layout is a shared interface
 (see docs/training.md). Required keys: ``model``, ``params``, ``macs_per_second``, ``decoder``,
-``user``, ``metrics`` (``{"<split>/<protocol>/<decoder>": {"CER", "IER", "DER", "SER"}}``), the
+``user``, ``metrics`` (``{"<split>/<protocol>/<decoder>": {"CER", "missing", "extra",
+"substituted", ...}}``, with emg2qwerty's ``IER``/``DER``/``SER`` as aliases), the
 flat ``CER`` (test split, paper protocol), ``checkpoint``, ``config_hash``, ``git_commit``,
 ``wall_time_s`` and ``config`` (the resolved config).
 """
@@ -13,7 +14,7 @@ import hashlib
 import json
 import math
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,29 @@ def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
     return path
 
 
-def read_results(path: str | Path) -> dict[str, Any]:
-    """Load a ``results.json`` (or the one inside a run directory) and check its keys."""
+def find_results(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Every ``results.json`` under the given files/directories (recursive), and problems."""
+    found: list[Path] = []
+    problems: list[str] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            hits = sorted(p.rglob(RESULTS_FILE))
+            if not hits:
+                problems.append(f"{p}: no {RESULTS_FILE} found under this directory")
+            found.extend(hits)
+        else:
+            problems.append(f"{p}: no such file or directory")
+    return sorted(set(found)), problems
+
+
+def read_results(path: str | Path, required: Sequence[str] = REQUIRED_KEYS) -> dict[str, Any]:
+    """Load a ``results.json`` (or the one inside a run directory) and check its keys.
+
+    The one reader of results files (the collector, the Pareto tool and the Optuna sweeper use
+    it); ``required`` narrows the check for readers that need fewer keys.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
@@ -136,7 +158,9 @@ def read_results(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
-    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level is {type(data).__name__}, expected an object")
+    missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"{path} lacks required keys {missing}")
     return data

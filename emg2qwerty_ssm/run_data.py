@@ -72,6 +72,10 @@ def resolve_split(cfg: DictConfig, root: Path) -> tuple[dict[str, list[dict[str,
                     f" (user={user} is a split of the synthetic datasets; for the real dataset "
                     "choose user=user0 .. user7 or user=generic)"
                 )
+            available = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            if available:  # conf/user/synth_<stem>.yaml selects <root>/splits/<stem>.yaml
+                prefix = "synth_" if cfg.dataset.get("synthetic") else ""
+                hint += f"; users with a split there: {', '.join(prefix + s for s in available)}"
             raise FileNotFoundError(f"split file {path} does not exist{hint}")
         return load_split(path), str(path)
     # a misspelt split key (`tain:`) would otherwise leave that split silently empty

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from emg2qwerty_ssm import CONFIG_DIR
+from emg2qwerty_ssm import CONFIG_DIR, logs
 from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.config_checks import check_config_values
 from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
@@ -122,6 +122,7 @@ def build_module(cfg: DictConfig) -> Any:
         # load_model returns eval mode; Lightning keeps a module's mode, so switch back
         # (dropout and BatchNorm statistics must train when fine-tuning).
         model.train()
+        log.info("initialised from %s", _resolve_path(cfg.checkpoint))
         if model_cfg is None:
             model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
         return EMGModule(model_cfg=model_cfg, model=model, **common)
@@ -149,7 +150,7 @@ def build_datamodule(cfg: DictConfig, root: Path, split: Mapping[str, Any]) -> A
         window_length=dm.window_length,
         padding=list(dm.padding),
         batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
+        num_workers=logs.default_num_workers() if cfg.num_workers is None else cfg.num_workers,
         train_transform=pipeline("train"),
         val_transform=pipeline("val"),
         test_transform=pipeline("test"),
@@ -245,6 +246,7 @@ def build_trainer(
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(trainer_cfg, dict)
     kwargs = {str(k): v for k, v in trainer_cfg.items() if v is not None}
+    kwargs.setdefault("enable_model_summary", False)  # logs.log_model_card says it better
     bar = str(cfg.get("progress_bar", "rich"))
     curriculum = (cfg.datamodule.get("train_on_longer") or {}).get("every", 0)
     # every checkpoint written atomically with checksums, read back safely and verified
@@ -296,21 +298,28 @@ def evaluate_all(cfg: DictConfig, module: Any, datamodule: Any, device: torch.de
     """``{"<split>/<protocol>/<decoder>": {CER, IER, DER, SER}}`` for the configured grid."""
     from emg2qwerty_ssm.evaluation import evaluate_loader
     from emg2qwerty_ssm.lightning_module import decoder_name
+    from emg2qwerty_ssm.metrics import ALIASES
+    from emg2qwerty_ssm.predictions import session_records, write_predictions
 
     dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
     model = module.model.to(device)
     metrics: dict[str, dict[str, float]] = {}
+    records: list[dict[str, Any]] = []  # predictions.jsonl: texts and CER per session
     for split in cfg.evaluation.splits:
         if not datamodule.sessions(str(split)):
             continue
         for protocol in cfg.evaluation.protocols:
             t0 = time.time()
             loader = datamodule.eval_dataloader(str(split), str(protocol))
-            values = evaluate_loader(model, loader, module.decoder, device)
+            texts: list[tuple[str, str]] = []
+            values = evaluate_loader(model, loader, module.decoder, device, texts=texts)
             key = metric_key(str(split), str(protocol), dec)
-            log.info("%s: %s (%.1f s)", key, values, time.time() - t0)
+            records += session_records(key, loader.dataset, texts)
+            shown = {k: round(v, 2) for k, v in (values or {}).items() if k not in ALIASES}
+            log.info("%s: %s (%.1f s)", key, shown or None, time.time() - t0)
             if values is not None:
                 metrics[key] = values
+    write_predictions(resolve_run_dir(cfg), records)
     return metrics
 
 
@@ -325,6 +334,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     start = time.time()
     check_config_values(cfg)  # e.g. evaluation.batch_size=0, optimizer.lr=fast: named now
+
+    logs.setup_run_logging()
+    logs.warn_unused_gpu(cfg.trainer)
+    if cfg.get("matmul_precision"):  # TF32 matmuls on Ampere+ GPUs ("high"); docs/training.md
+        torch.set_float32_matmul_precision(str(cfg.matmul_precision))
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True)
@@ -341,13 +355,14 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     datamodule = build_datamodule(cfg, root, split)
     name = _model_name(cfg, module.model)
     card = model_cost(module.model, name)
+    logs.log_model_card(name, card)
 
     loggers = _loggers(cfg, run_dir)
     trainer = None
     checkpoint = str(_resolve_path(cfg.checkpoint)) if cfg.get("checkpoint") else None
     logged: dict[str, float] = {}
     if cfg.train:
-        trainer = build_trainer(cfg, run_dir, loggers, callbacks)
+        trainer = build_trainer(cfg, run_dir, loggers, [*callbacks, logs.ValidationReport()])
         if trainer.is_global_zero:
             _log_hyperparams(loggers, cfg, card)
         last = run_dir / CHECKPOINT_DIR_NAME / LAST_NAME
@@ -451,10 +466,12 @@ def print_summary(results: Mapping[str, Any], run_dir: Path) -> None:
         f"{num(macs / 1e6 if macs else None, '.2f')} M MAC/s",
         caption=f"{run_dir}/results.json",
     )
-    for col in ("split/protocol/decoder", "CER", "IER", "DER", "SER"):
+    # missing/extra/substituted = emg2qwerty's IER/DER/SER (edits from prediction to target)
+    rates = ("CER", "missing", "extra", "substituted")
+    for col in ("split/protocol/decoder", *rates):
         table.add_column(col, justify="left" if col.startswith("split") else "right")
     for key, values in results["metrics"].items():
-        table.add_row(key, *(num(values.get(m), ".2f") for m in ("CER", "IER", "DER", "SER")))
+        table.add_row(key, *(num(values.get(m), ".2f") for m in rates))
     if results.get("skipped_steps"):
         table.add_row("skipped non-finite steps", str(results["skipped_steps"]), "", "", "")
     Console().print(table)
@@ -544,6 +561,7 @@ def main() -> Any:
     """Console script ``emg2qwerty-ssm-train``: the Hydra app over conf/config.yaml."""
     import hydra
 
+    logs.install_filters()  # before the sweeper's first trial
     app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(
         _hydra_task
     )

@@ -34,3 +34,12 @@ def _single_thread_torch() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def baseline_checkpoint_dir() -> Path:
+    """emg2qwerty's TDSConvCTCModule checkpoint (random weights) and its reference emissions."""
+    path = REFERENCE_DIR / "baseline_checkpoint"
+    if not path.is_dir():
+        pytest.skip(f"baseline checkpoint fixture not found at {path}")
+    return path

@@ -36,7 +36,8 @@ def test_operation_types_follow_rapidfuzz_editops():
     assert rates["CER"] == pytest.approx(200 / 6)
     metric.reset()
     metric.update("abc", "abd")
-    assert metric.compute() == {"CER": 100 / 3, "IER": 0.0, "DER": 0.0, "SER": 100 / 3}
+    expected = {"CER": 100 / 3, "missing": 0.0, "extra": 0.0, "substituted": 100 / 3}
+    assert metric.compute() == {**expected, "IER": 0.0, "DER": 0.0, "SER": 100 / 3}
 
 
 def test_empty_epoch_gives_nan_not_a_division_error():

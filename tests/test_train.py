@@ -135,7 +135,7 @@ def test_smoke_run_writes_complete_results(smoke_run) -> None:
     expected = {f"{s}/{p}/greedy" for s in ("val", "test") for p in ("paper", "session")}
     assert set(on_disk["metrics"]) == expected
     for values in on_disk["metrics"].values():
-        assert set(values) == {"CER", "IER", "DER", "SER"}
+        assert set(values) == {"CER", "missing", "extra", "substituted", "IER", "DER", "SER"}
         assert values["CER"] == pytest.approx(values["IER"] + values["DER"] + values["SER"])
     assert on_disk["CER"] == on_disk["metrics"]["test/paper/greedy"]["CER"]
     assert Path(on_disk["checkpoint"]).is_file()

@@ -151,6 +151,10 @@ def _load_weights(model: EMGModel, state: dict[str, torch.Tensor], path: Path) -
 
 
 def _load_lightning(ckpt: Mapping[str, Any], path: Path) -> EMGModel:
+    from emg2qwerty_ssm.models import emg2qwerty_import  # imports this module: import lazily
+
+    if emg2qwerty_import.is_emg2qwerty_checkpoint(ckpt):  # before _plain: never resolve its hp
+        return emg2qwerty_import.load_emg2qwerty_model(ckpt, path)
     hp = _plain(ckpt["hyper_parameters"])
     state = dict(ckpt["state_dict"])
     own_cfg = _own_model_config(hp)

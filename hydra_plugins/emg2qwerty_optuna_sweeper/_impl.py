@@ -251,7 +251,9 @@ def objective_values(
     """The objective values of one job and the result mapping they came from (may be {})."""
     result: Mapping[str, Any] = {}
     if value is None and output_dir is not None and (output_dir / "results.json").is_file():
-        result = json.loads((output_dir / "results.json").read_text())
+        from emg2qwerty_ssm.results import read_results  # the one results.json reader
+
+        result = read_results(output_dir, required=())
     elif isinstance(value, Mapping | DictConfig):
         result = value
     if objectives and result:
