@@ -83,7 +83,7 @@ class LastCheckpoint(Callback):
         self._saved_step = trainer.global_step
 
     def _save(self, trainer: Any) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resume needs it
         self._saved_step = trainer.global_step
         self._last_save = time.monotonic()
 
