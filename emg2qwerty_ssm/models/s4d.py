@@ -37,10 +37,10 @@ from emg2qwerty_ssm.models import s4d_reference as ref
 
 SSMState = torch.Tensor  # (N, H, modes) complex
 
-#: chunks up to this many steps run through the chunk matrix; longer ones by the chunked scan
+#: chunks up to this many steps run through one chunk matrix; longer ones by the chunked scan
 CHUNK_MATRIX_MAX = 64
-#: block length of the chunked scan (measured: benchmarks/bench_offline.py, docs/speed.md)
-SCAN_BLOCK = 64
+#: block length of the chunked scan (measured against 32..512 and the FFT: docs/speed.md)
+SCAN_BLOCK = 128
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -261,14 +261,21 @@ class S4D(nn.Module):
             s = s.to(tables.dtype)
             length = u.shape[0]
             if length <= CHUNK_MATRIX_MAX:
-                m = tables.chunk_matrix(length)
-                x = torch.cat([u.permute(2, 0, 1), s], dim=1)  # (H, L + 2M, N)
-                if x.shape[-1] == 1:  # batch 1: a broadcast product beats CPU bmm's gemv
-                    out = (m * x.transpose(1, 2)).sum(-1, keepdim=True)
-                else:
-                    out = torch.bmm(m, x)
-                return out[:, :length].permute(1, 2, 0), out[:, length:]
+                return self._matrix_chunk(tables, u, s)
             return self._scan(tables, u, s)
+
+    @staticmethod
+    def _matrix_chunk(
+        tables: _Tables, u: torch.Tensor, s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[y; s'] = M_L [u; s]`` for one chunk: ``u (L, N, H)``, ``s (H, 2M, N)``."""
+        length = u.shape[0]
+        m = tables.chunk_matrix(length)
+        x = torch.cat([u.permute(2, 0, 1), s], dim=1)  # (H, L + 2M, N)
+        # batch 1: a broadcast product beats CPU bmm's batched gemv (measured ~3x)
+        batch_one = x.shape[-1] == 1
+        out = (m * x.transpose(1, 2)).sum(-1, keepdim=True) if batch_one else torch.bmm(m, x)
+        return out[:, :length].permute(1, 2, 0), out[:, length:]
 
     def _scan(
         self, tables: _Tables, u: torch.Tensor, s: torch.Tensor
@@ -278,6 +285,8 @@ class S4D(nn.Module):
         block = SCAN_BLOCK
         n_blocks = length // block
         full = n_blocks * block
+        if n_blocks == 0:
+            return self._matrix_chunk(tables, u, s)
         m = tables.chunk_matrix(block)  # (H, B + 2M, B + 2M)
         # (nb, B, N, H) -> (H, B, nb * N): every block a column group of one matmul
         blocks = u[:full].reshape(n_blocks, block, batch, h).permute(3, 1, 0, 2)
@@ -297,7 +306,7 @@ class S4D(nn.Module):
         y = y.reshape(h, block, n_blocks, batch).permute(2, 1, 3, 0).reshape(full, batch, h)
         if full == length:
             return y, s
-        rest, s = self._ssm_real(u[full:], s)
+        rest, s = self._matrix_chunk(tables, u[full:], s)
         return torch.cat([y, rest], dim=0), s
 
     @staticmethod
