@@ -148,6 +148,9 @@ class RotationInvariantEncoder(StreamingModule):
         bands = []
         for b, mlp in enumerate(self.mlps):
             band = x[:, :, b]  # (T', N, electrodes, ...)
+            if self.offsets == [0]:  # one unrotated view: no roll/stack copies, same maths
+                bands.append(mlp(band.flatten(start_dim=2)))
+                continue
             rolled = torch.stack([band.roll(o, dims=2) for o in self.offsets], dim=2)
             h = mlp(rolled.flatten(start_dim=3))  # (T', N, rotations, F)
             bands.append(h.mean(dim=2) if self.pooling == "mean" else h.amax(dim=2))
