@@ -172,3 +172,17 @@ def test_paper_models_fast_offline_and_streams_equal_reference(paper_model: EMGM
         assert _close(paper_model(x), expected) <= ATOL
         for chunk in (r, r // 2, 2 * r, 37, r + 5, 1000):  # dividing the stride and not
             assert _close(_stream(paper_model, x, chunk), expected) <= ATOL, chunk
+
+
+def test_eval_fast_paths_stay_float32_under_bf16_autocast() -> None:
+    layer = _random_layer(8, seed=6)
+    u = torch.randn(150, 1, 8)
+    with torch.no_grad():
+        expected = ref.ssm_conv(layer, u)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            offline = layer.ssm_conv(u)
+            head, state = layer.ssm_chunk(u[:100], layer.initial_state(1))
+            step, _ = layer.ssm_step(u[100], state)
+    assert offline.dtype == torch.float32
+    assert _close(offline, expected) <= ATOL
+    assert _close(torch.cat([head, step.unsqueeze(0)]), expected[:101]) <= ATOL

@@ -122,6 +122,11 @@ def _no_autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def _autocast_on(device: torch.device) -> bool:
+    """Entering ``torch.autocast(enabled=False)`` costs ~3 small ops: only do it when needed."""
+    return torch.is_autocast_enabled(device.type)
+
+
 class S4D(nn.Module):
     """S4D block: SSM convolution + D skip → GELU → tied dropout → Conv1d(H, 2H, 1) → GLU.
 
@@ -256,13 +261,14 @@ class S4D(nn.Module):
     def _ssm_real(self, u: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunk ``u (L, N, H)`` from the real-pair state ``s (H, 2M, N)``; no gradients."""
         tables = self.tables()
-        with _no_autocast(u.device):
-            u = u.to(tables.dtype)
-            s = s.to(tables.dtype)
-            length = u.shape[0]
-            if length <= CHUNK_MATRIX_MAX:
-                return self._matrix_chunk(tables, u, s)
-            return self._scan(tables, u, s)
+        if _autocast_on(u.device):
+            with _no_autocast(u.device):
+                return self._ssm_real(u.float(), s.float())
+        u = u.to(tables.dtype)
+        s = s.to(tables.dtype)
+        if u.shape[0] <= CHUNK_MATRIX_MAX:
+            return self._matrix_chunk(tables, u, s)
+        return self._scan(tables, u, s)
 
     @staticmethod
     def _matrix_chunk(
@@ -346,12 +352,20 @@ class S4D(nn.Module):
         t = self.tables()
         if state.dtype != t.a_bar.dtype:
             return ref.ssm_step(self, u_t, state)
-        with _no_autocast(u_t.device):
-            u = u_t.to(t.dtype)
-            state = torch.addcmul(t.a_bar * state, t.b_bar_c, u.unsqueeze(-1))
-            # 2 Re(Σ C s) + D u as one real product over (mode, re/im) pairs
-            y = (torch.view_as_real(state) * t.c_read).sum((-1, -2))
-            y = torch.addcmul(y, u, t.d_c)
+        if _autocast_on(u_t.device):
+            with _no_autocast(u_t.device):
+                return self._step_tables(t, u_t, state)
+        return self._step_tables(t, u_t, state)
+
+    @staticmethod
+    def _step_tables(
+        t: _Tables, u_t: torch.Tensor, state: SSMState
+    ) -> tuple[torch.Tensor, SSMState]:
+        u = u_t.to(t.dtype)
+        state = torch.addcmul(t.a_bar * state, t.b_bar_c, u.unsqueeze(-1))
+        # 2 Re(Σ C s) + D u as one real product over (mode, re/im) pairs
+        y = (torch.view_as_real(state) * t.c_read).sum((-1, -2))
+        y = torch.addcmul(y, u, t.d_c)
         return y.to(u_t.dtype), state
 
     # -- full layer ------------------------------------------------------------------------
