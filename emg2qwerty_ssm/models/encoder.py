@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import StreamingModule
 
 
@@ -148,7 +149,7 @@ class RotationInvariantEncoder(StreamingModule):
         bands = []
         for b, mlp in enumerate(self.mlps):
             band = x[:, :, b]  # (T', N, electrodes, ...)
-            if self.offsets == [0]:  # one unrotated view: no roll/stack copies, same maths
+            if self.offsets == [0] and not ref.is_active():  # one view: no roll/stack copies
                 bands.append(mlp(band.flatten(start_dim=2)))
                 continue
             rolled = torch.stack([band.roll(o, dims=2) for o in self.offsets], dim=2)
