@@ -1,7 +1,8 @@
 """Shared helpers of the speed benchmarks (bench_streaming / bench_offline / bench_train_step).
 
 Every benchmark times today's implementation (``s4d_reference.reference_mode()``: the S4D maths
-as it was before issue 11, recomputed per call, and the plain conv front-end) and the fast
+as it was before issue 11, recomputed per call, the plain conv front-end and the encoder's
+roll/stack) and the fast
 paths on the same weights, interleaved in one process, and prints the machine's core count
 and load beside the numbers: on a shared machine only the ratios are meaningful.
 """

@@ -84,7 +84,8 @@ def is_active() -> bool:
 
 @contextmanager
 def reference_mode(active: bool = True) -> Iterator[None]:
-    """Make every S4D layer (and the S4D backbone) run today's reference math inside the block."""
+    """Run today's code paths inside the block: every S4D layer's reference maths, the TC
+    front-end's Conv1d stack (not its folded Linear) and the encoder's roll/stack."""
     previous = _ACTIVE[0]
     _ACTIVE[0] = active
     try:
