@@ -170,8 +170,38 @@ def test_paper_models_fast_offline_and_streams_equal_reference(paper_model: EMGM
             ref_streamed = _stream(paper_model, x, 2 * r + 7)
         assert _close(ref_streamed, expected) <= ATOL  # the reference itself streams exactly
         assert _close(paper_model(x), expected) <= ATOL
-        for chunk in (r, r // 2, 2 * r, 37, r + 5, 1000):  # dividing the stride and not
-            assert _close(_stream(paper_model, x, chunk), expected) <= ATOL, chunk
+        for engine in ("fused", "torch"):  # the NumPy whole-model step and stage by stage
+            paper_model.stream_engine = engine
+            try:
+                state_type = type(paper_model.initial_state(1)).__name__
+                assert state_type == ("FusedState" if engine == "fused" else "list")
+                for chunk in (r, r // 2, 2 * r, 37, r + 5, 1000):  # dividing the stride or not
+                    got = _stream(paper_model, x, chunk)
+                    assert _close(got, expected) <= ATOL, (engine, chunk)
+            finally:
+                paper_model.stream_engine = "fused"
+
+
+def test_fused_engine_follows_weights_and_states_branch() -> None:
+    torch.manual_seed(0)
+    model = build_model(compose_model_config(["model=tc_s4_small"])).eval()
+    other = build_model(compose_model_config(["model=tc_s4_small"])).eval()
+    r = model.stride
+    x = torch.randn(6 * r, 1, 2, 16)
+    with torch.no_grad():
+        _, state = model.forward_stream(x[: 3 * r], model.initial_state(1))
+        first, _ = model.forward_stream(x[3 * r :], state)
+        again, _ = model.forward_stream(x[3 * r :], state)  # the same state used twice
+        assert torch.equal(first, again)
+        model.load_state_dict(other.state_dict())  # new weights: the plan must be rebuilt
+        streamed = _stream(model, x, 50)
+        with ref.reference_mode():
+            expected = other(x)
+    assert _close(streamed, expected) <= ATOL
+    model.train()
+    assert type(model.initial_state(1)).__name__ == "list"  # training streams stage by stage
+    with pytest.raises(ValueError, match="encoder expects input"):
+        model.eval().forward_stream(torch.randn(10, 1, 3, 16), model.initial_state(1))
 
 
 def test_eval_fast_paths_stay_float32_under_bf16_autocast() -> None:
