@@ -78,6 +78,20 @@ class _Tables:
     c_read: torch.Tensor  # (H, M, 2) real: (2 Re C, -2 Im C), layer precision
     d_c: torch.Tensor  # (H,) layer precision
     chunk: dict[int, torch.Tensor] = field(default_factory=dict)  # L -> (H, L+2M, L+2M)
+    scan: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # B -> parts
+
+    def scan_parts(self, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Contiguous parts of ``M_B`` for the scan: input columns ``(H, B + 2M, B)``, state
+        transition ``Ā^B`` on real pairs ``(H, 2M, 2M)``, state read-out ``(H, B, 2M)``."""
+        parts = self.scan.get(block)
+        if parts is None:
+            m = self.chunk_matrix(block)
+            parts = tuple(
+                p.contiguous()
+                for p in (m[:, :, :block], m[:, block:, block:], m[:, :block, block:])
+            )
+            self.scan[block] = parts
+        return parts  # type: ignore[return-value]
 
     def chunk_matrix(self, length: int) -> torch.Tensor:
         """``M_L``: ``[y (L); Re s' (M); Im s' (M)] = M_L @ [u (L); Re s (M); Im s (M)]``."""
@@ -303,22 +317,19 @@ class S4D(nn.Module):
         full = n_blocks * block
         if n_blocks == 0:
             return self._matrix_chunk(tables, u, s)
-        m = tables.chunk_matrix(block)  # (H, B + 2M, B + 2M)
+        m_in, decay, read = tables.scan_parts(block)
         # (nb, B, N, H) -> (H, B, nb * N): every block a column group of one matmul
         blocks = u[:full].reshape(n_blocks, block, batch, h).permute(3, 1, 0, 2)
         blocks = blocks.reshape(h, block, n_blocks * batch)
-        local = torch.bmm(m[:, :, :block], blocks)  # (H, B + 2M, nb * N): y_local; drive
+        local = torch.bmm(m_in, blocks)  # (H, B + 2M, nb * N): y_local; drive
         local = local.reshape(h, block + 2 * self.modes, n_blocks, batch)
-        decay = m[:, block:, block:]  # (H, 2M, 2M): Ā^B on real pairs
         starts = torch.empty(n_blocks, h, 2 * self.modes, batch, dtype=u.dtype, device=u.device)
         for b in range(n_blocks):
             starts[b] = s
             s = torch.baddbmm(local[:, block:, b], decay, s)
         # state read-out of every block at once: (H, B, 2M) @ (H, 2M, nb * N)
         starts = starts.permute(1, 2, 0, 3).reshape(h, 2 * self.modes, n_blocks * batch)
-        y = torch.baddbmm(
-            local[:, :block].reshape(h, block, n_blocks * batch), m[:, :block, block:], starts
-        )
+        y = torch.baddbmm(local[:, :block].reshape(h, block, n_blocks * batch), read, starts)
         y = y.reshape(h, block, n_blocks, batch).permute(2, 1, 3, 0).reshape(full, batch, h)
         if full == length:
             return y, s
