@@ -133,6 +133,11 @@ class EMGModel(nn.Module):
         from emg2qwerty_ssm.models.fused import FusedState
 
         if isinstance(state, FusedState):
+            if self.training:
+                raise ValueError(
+                    "this streaming state comes from the fused eval-mode engine; call "
+                    "model.eval() or start again from model.initial_state() in training mode"
+                )
             branch = dataclasses.replace(state, ssm=list(state.ssm), pooled=list(state.pooled))
             data = chunk.detach().cpu().numpy().astype("float32", copy=False)
             return torch.from_numpy(self._fused_plan().step(data, branch)), branch
