@@ -216,3 +216,27 @@ def test_eval_fast_paths_stay_float32_under_bf16_autocast() -> None:
     assert offline.dtype == torch.float32
     assert _close(offline, expected) <= ATOL
     assert _close(torch.cat([head, step.unsqueeze(0)]), expected[:101]) <= ATOL
+
+
+def test_tc_frontend_training_path_equals_conv_stack() -> None:
+    """Training forward, gradients and BatchNorm running statistics equal the Conv1d stack."""
+    import copy
+
+    from emg2qwerty_ssm.models.frontends import TemporalConvFrontend
+
+    torch.manual_seed(0)
+    fast = TemporalConvFrontend(24, out_channels=(16, 32, 20), strides=(4, 3, 2)).train()
+    slow = copy.deepcopy(fast)
+    x = torch.randn(24 * 7 + 5, 3, 24)
+    y_fast = fast(x)
+    with ref.reference_mode():
+        y_slow = slow(x)
+    assert _close(y_fast, y_slow) <= ATOL
+    weights = torch.randn_like(y_fast)
+    (y_fast * weights).sum().backward()
+    (y_slow * weights).sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        assert _close(a.grad, b.grad) <= 1e-4, name
+    for a, b in zip(fast.buffers(), slow.buffers(), strict=True):
+        assert _close(a.float(), b.float()) <= ATOL

@@ -86,9 +86,26 @@ class TemporalConvFrontend(StreamingModule):
         t = x.shape[0] // self.stride * self.stride  # Conv1d would drop the remainder anyway
         if t == 0:  # Conv1d rejects inputs shorter than its kernel
             return x.new_zeros(0, x.shape[1], self.out_features)
-        if not self.training and not torch.is_grad_enabled() and not ref.is_active():
+        if ref.is_active():
+            return self.layers(x[:t].permute(1, 2, 0)).permute(2, 0, 1)
+        if not self.training and not torch.is_grad_enabled():
             return self._forward_folded(x[:t])
-        return self.layers(x[:t].permute(1, 2, 0)).permute(2, 0, 1)
+        return self._forward_linear(x[:t])
+
+    def _forward_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stack as Linears over ``s`` stacked frames (training; BatchNorm over all
+        batch x time positions, exactly as BatchNorm1d on ``(N, C, T)``)."""
+        for i in range(0, len(self.layers), 3):
+            conv, norm, act = self.layers[i], self.layers[i + 1], self.layers[i + 2]
+            s = cast(nn.Conv1d, conv).stride[0]
+            t, n, c = x.shape
+            frames = x.reshape(t // s, s, n, c).permute(0, 2, 3, 1).reshape(t // s, n, c * s)
+            weight = cast(nn.Conv1d, conv).weight
+            y = F.linear(frames, weight.reshape(weight.shape[0], -1), cast(nn.Conv1d, conv).bias)
+            if isinstance(norm, nn.BatchNorm1d):
+                y = norm(y.reshape(-1, y.shape[-1])).reshape(y.shape)
+            x = act(y)
+        return x
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Eval fast path: each kernel = stride conv as a Linear on ``s`` stacked frames with
