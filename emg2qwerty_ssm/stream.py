@@ -100,8 +100,9 @@ def load_stream_model(args: StreamArgs) -> EMGModel:
     return build_model(cfg).eval()
 
 
-def load_session(session: str) -> tuple[np.ndarray, str | None]:
-    """``(emg (T, 2, 16) float32, prompted text or None)`` of a session file or a synthetic one."""
+def load_session(session: str) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """``(emg (T, 2, 16) float32, [(prompt start in s from the first sample, text)])`` of a
+    session file or of a synthetic one."""
     if session == "synthetic":
         from emg2qwerty_ssm.synthetic.dataset import generate_session, plan_sessions
         from emg2qwerty_ssm.synthetic.params import preset_config
@@ -115,15 +116,16 @@ def load_session(session: str) -> tuple[np.ndarray, str | None]:
             data = s[:]
             attrs = {"prompts": s._attr(s.PROMPTS)}
     emg = np.stack([data["emg_left"], data["emg_right"]], axis=1).astype(np.float32)
-    text = None
-    prompts = attrs.get("prompts")
-    if isinstance(prompts, (str, bytes)):
+    t0 = float(data["time"][0]) if len(data) else 0.0
+    prompts: list[tuple[float, str]] = []
+    raw = attrs.get("prompts")
+    if isinstance(raw, (str, bytes)):
         try:
-            items = json.loads(prompts)
-            text = "⏎".join(p["payload"]["text"] for p in items if p.get("payload"))
+            items = json.loads(raw)
+            prompts = [(float(p["start"]) - t0, p["payload"]["text"]) for p in items]
         except (ValueError, KeyError, TypeError):
-            text = None
-    return emg, text
+            prompts = []  # prompts are only shown for comparison; a session may lack them
+    return emg, prompts
 
 
 def stream(model: EMGModel, emg: np.ndarray, chunk: int, out=sys.stdout) -> tuple[str, list[float]]:  # noqa: ANN001
@@ -158,14 +160,18 @@ def stream(model: EMGModel, emg: np.ndarray, chunk: int, out=sys.stdout) -> tupl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        return 0
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     model = load_stream_model(args)
-    emg, prompt = load_session(args.session)
+    emg, prompts = load_session(args.session)
     if args.seconds is not None:
         emg = emg[: int(args.seconds * model.input_rate_hz)]
     chunk = max(1, int(round(args.chunk_ms * model.input_rate_hz / 1000)))
@@ -179,8 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with reference_mode(args.reference):
         _, latencies = stream(model, emg, chunk)
-    if prompt is not None:
-        print(f"# prompted: {prompt}")
+    seconds = emg.shape[0] / model.input_rate_hz
+    shown = [text for start, text in prompts if start < seconds]
+    if shown:
+        print(f"# prompted: {'⏎'.join(shown)}")
     lat = np.asarray(latencies) * 1e3
     rtf = (chunk / model.input_rate_hz) / (lat.mean() / 1e3)
     print(
