@@ -1,7 +1,7 @@
 """Stream a session through a model chunk by chunk and print the text as it is decoded.
 
-    python -m emg2qwerty_ssm.stream model=tc_s4_small [checkpoint=PATH] \
-        [session=FILE.hdf5|synthetic] [chunk_ms=48] [seconds=SECONDS] [threads=1] \
+    python -m emg2qwerty_ssm.stream model=tc_s4_small [checkpoint=PATH]
+        [session=FILE.hdf5|synthetic] [chunk_ms=48] [seconds=SECONDS] [threads=1]
         [reference=false] [model.backbone.d_model=64 ...]
 
 The model runs through :meth:`EMGModel.forward_stream` (the fast streaming engine, or today's
