@@ -96,6 +96,8 @@ class _Block:
     def matrix(self, length: int) -> np.ndarray:
         m = self.matrices.get(length)
         if m is None:
+            if len(self.matrices) >= 16:  # irregular chunk sizes: keep the cache bounded
+                self.matrices.clear()
             m = self.matrices[length] = _np(self.s4.tables().chunk_matrix(length))
         return m
 
