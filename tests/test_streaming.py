@@ -101,3 +101,33 @@ def test_state_carries_history(model: EMGModel) -> None:
         restarted, _ = model.forward_stream(x[4 * r :], model.initial_state(1))
     assert (carried - offline[4:]).abs().max().item() <= ATOL
     assert (restarted - offline[4:]).abs().max().item() > 1e-3
+
+
+def test_stream_cli_decodes_like_offline_and_rejects_bad_arguments(tmp_path) -> None:  # noqa: ANN001
+    import io
+
+    from emg2qwerty_ssm.decoding.greedy import CTCGreedyDecoder
+    from emg2qwerty_ssm.stream import parse_args, stream
+
+    torch.manual_seed(0)
+    model = build_model(compose_model_config(["model=tc_s4_small"])).eval()
+    emg = np.random.default_rng(0).normal(size=(30 * model.stride + 11, 2, 16)).astype("f4")
+    out = io.StringIO()
+    text, latencies = stream(model, emg, chunk=100, out=out)
+    assert len(latencies) == -(-emg.shape[0] // 100)
+    with torch.no_grad():
+        offline = model(torch.from_numpy(emg).unsqueeze(1))[:, 0].numpy()
+    expected = str(CTCGreedyDecoder().decode(offline, np.arange(offline.shape[0])))
+    assert text == expected and out.getvalue() == text + "\n"
+    for bad, match in (
+        (["chunk_ms=48"], "choose a model"),
+        (["model=tc_s4_small", "chunk_ms=0"], "chunk_ms must be > 0"),
+        (["model=tc_s4_small", "foo=1"], "unknown argument 'foo'"),
+        (["model=tc_s4_small", f"session={tmp_path / 'missing.hdf5'}"], "missing.hdf5"),
+        (["model=tc_s4_small", f"checkpoint={tmp_path / 'none.pt'}"], "none.pt"),
+    ):
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            parse_args(bad)
+    assert parse_args(["model=tc_s4_small", "model.backbone.n_layers=2"]).model_overrides == [
+        "model.backbone.n_layers=2"
+    ]

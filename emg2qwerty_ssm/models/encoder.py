@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import StreamingModule
 
 
@@ -149,6 +150,9 @@ class RotationInvariantEncoder(StreamingModule):
         bands = []
         for b, mlp in enumerate(self.mlps):
             band = x[:, :, b]  # (T', N, electrodes, ...)
+            if self.offsets == [0] and not ref.is_active():  # one view: no roll/stack copies
+                bands.append(mlp(band.flatten(start_dim=2)))
+                continue
             rolled = torch.stack([band.roll(o, dims=2) for o in self.offsets], dim=2)
             h = mlp(rolled.flatten(start_dim=3))  # (T', N, rotations, F)
             bands.append(h.mean(dim=2) if self.pooling == "mean" else h.amax(dim=2))

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import State, StreamingModule
 
 
@@ -78,12 +80,66 @@ class TemporalConvFrontend(StreamingModule):
         self.strides = list(strides)
         self.stride = math.prod(self.strides)
         self.in_features, self.out_features = in_features, sizes[-1]
+        self._folded_cache: tuple[tuple, list] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[0] // self.stride * self.stride  # Conv1d would drop the remainder anyway
         if t == 0:  # Conv1d rejects inputs shorter than its kernel
             return x.new_zeros(0, x.shape[1], self.out_features)
-        return self.layers(x[:t].permute(1, 2, 0)).permute(2, 0, 1)
+        if ref.is_active():
+            return self.layers(x[:t].permute(1, 2, 0)).permute(2, 0, 1)
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_folded(x[:t])
+        return self._forward_linear(x[:t])
+
+    def _forward_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stack as Linears over ``s`` stacked frames (training; BatchNorm over all
+        batch x time positions, exactly as BatchNorm1d on ``(N, C, T)``)."""
+        for i in range(0, len(self.layers), 3):
+            conv, norm, act = self.layers[i], self.layers[i + 1], self.layers[i + 2]
+            s = cast(nn.Conv1d, conv).stride[0]
+            t, n, c = x.shape
+            frames = x.reshape(t // s, s, n, c).permute(0, 2, 3, 1).reshape(t // s, n, c * s)
+            weight = cast(nn.Conv1d, conv).weight
+            y = F.linear(frames, weight.reshape(weight.shape[0], -1), cast(nn.Conv1d, conv).bias)
+            if isinstance(norm, nn.BatchNorm1d):
+                y = norm(y.reshape(-1, y.shape[-1])).reshape(y.shape)
+            x = act(y)
+        return x
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval fast path: each kernel = stride conv as a Linear on ``s`` stacked frames with
+        the eval BatchNorm folded in (same maths as the conv stack, no conv im2col)."""
+        for weight, bias, s in self._folded_layers():
+            t, n, c = x.shape
+            frames = x.reshape(t // s, s, n, c).permute(0, 2, 3, 1).reshape(t // s, n, c * s)
+            x = F.gelu(F.linear(frames, weight, bias))
+        return x
+
+    def _folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """``(weight (C_out, C_in * s), bias, s)`` per layer, cached per parameter version."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = tuple((p._version, p.data_ptr()) for p in tensors)
+        if self._folded_cache is not None and self._folded_cache[0] == key:
+            return self._folded_cache[1]
+        layers = []
+        with torch.no_grad():
+            for i in range(0, len(self.layers), 3):
+                conv, norm = cast(nn.Conv1d, self.layers[i]), self.layers[i + 1]
+                weight = conv.weight.reshape(conv.out_channels, -1)
+                bias = conv.bias if conv.bias is not None else weight.new_zeros(weight.shape[0])
+                if isinstance(norm, nn.BatchNorm1d):
+                    assert norm.running_mean is not None and norm.running_var is not None
+                    scale = torch.rsqrt(norm.running_var + norm.eps)
+                    if norm.weight is not None:
+                        scale = scale * norm.weight
+                    shift = -norm.running_mean * scale
+                    if norm.bias is not None:
+                        shift = shift + norm.bias
+                    weight, bias = weight * scale.unsqueeze(-1), bias * scale + shift
+                layers.append((weight.contiguous(), bias.contiguous(), conv.stride[0]))
+        self._folded_cache = (key, layers)
+        return layers
 
     def cost(self, input_rate_hz: float) -> list[BlockCost]:
         costs, rate = [], input_rate_hz

@@ -94,7 +94,33 @@ class EMGModel(nn.Module):
                 return x.new_zeros(0, inputs.shape[1], self.classifier.out_features)
         return F.log_softmax(self.classifier(x), dim=-1)
 
+    #: "fused": stream through the NumPy engine of models/fused.py where the model qualifies
+    #: (eval mode, CPU, float32, the paper's stage types); "torch": stage by stage
+    stream_engine: str = "fused"
+
+    def _use_fused(self, device: torch.device | str | None) -> bool:
+        from emg2qwerty_ssm.models import fused, s4d_reference
+
+        if self.stream_engine != "fused" or self.training or s4d_reference.is_active():
+            return False
+        if device is not None and torch.device(device).type != "cpu":
+            return False
+        return fused.supports(self)
+
+    def _fused_plan(self) -> Any:
+        """The fused engine's plan for the current parameter version (rebuilt on change)."""
+        from emg2qwerty_ssm.models import fused
+
+        plan = self.__dict__.get("_fused")
+        if plan is None or plan.key != fused.plan_key(plan.tensors):
+            plan = fused.FusedPlan(self)
+            self.__dict__["_fused"] = plan
+        return plan
+
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        """Zero state; the fused engine's state in eval mode where it applies (docs/speed.md)."""
+        if self._use_fused(device):
+            return self._fused_plan().initial_state(batch_size)
         return [stage.initial_state(batch_size, device) for _, stage in self.stages()]
 
     def forward_stream(self, chunk: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -102,8 +128,20 @@ class EMGModel(nn.Module):
 
         Concatenating the outputs of consecutive chunks equals :meth:`forward` on the
         concatenated input (eval mode). Stages after one that yields no frame are not called,
-        so no stage ever sees an empty chunk.
+        so no stage ever sees an empty chunk. A state from the fused engine (eval mode) runs
+        the whole step in NumPy (emg2qwerty_ssm.models.fused, same maths within 1e-5).
         """
+        from emg2qwerty_ssm.models.fused import FusedState
+
+        if isinstance(state, FusedState):
+            if self.training:
+                raise ValueError(
+                    "this streaming state comes from the fused eval-mode engine; call "
+                    "model.eval() or start again from model.initial_state() in training mode"
+                )
+            branch = dataclasses.replace(state, ssm=list(state.ssm), pooled=list(state.pooled))
+            data = chunk.detach().cpu().numpy().astype("float32", copy=False)
+            return torch.from_numpy(self._fused_plan().step(data, branch)), branch
         x, new_state = chunk, list(state)
         for i, (_, stage) in enumerate(self.stages()):
             x, new_state[i] = stage.forward_stream(x, state[i])

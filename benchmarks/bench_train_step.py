@@ -1,0 +1,107 @@
+"""One training step (forward + CTC + backward + Adam), fast path vs today's.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_step.py \
+        [--models tc_s4_small tc_s4_medium s4_large] [--batch 8] [--samples 10000] \
+        [--repeats 5] [--compile] [--bf16] [--profile]
+
+The demo's and the paper's step: a batch of raw windows, the model in training mode, CTC on
+random targets, ``Adam`` over ``EMGModel.param_groups``. Today's path (``reference_mode``) and
+the fast one are interleaved step by step on the same weights; ``--compile`` also times
+``torch.compile(model)`` (the ``trainer.compile`` option), ``--bf16`` runs under CPU bf16
+autocast, ``--profile`` prints the fast step's top operators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import PAPER_MODELS, machine_line, paper_model  # noqa: E402
+
+from emg2qwerty_ssm.models.s4d_reference import reference_mode  # noqa: E402
+
+
+def make_step(model, forward, batch: int, samples: int, bf16: bool):  # noqa: ANN001, ANN201
+    """A closure running one optimisation step on fixed random data."""
+    torch.manual_seed(2)
+    x = torch.randn(samples, batch, 2, 16)
+    lengths = torch.full((batch,), samples)
+    emissions = model.emission_lengths(lengths)
+    target_len = max(1, int(emissions.min()) // 4)
+    targets = torch.randint(1, 99, (batch, target_len))
+    opt = torch.optim.Adam(model.param_groups(1e-3))
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            log_probs = forward(x)
+        loss = F.ctc_loss(
+            log_probs.float(), targets, emissions, torch.full((batch,), target_len), blank=0
+        )
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def timed(fn) -> float:  # noqa: ANN001
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(PAPER_MODELS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine_line())
+    print(f"batch {args.batch} x {args.samples} samples, median of {args.repeats} steps")
+    print(f"{'model':<15}{'ref s':>9}{'fast s':>9}{'ratio':>8}{'compiled s':>12}")
+    for name in args.models:
+        model = paper_model(name).train()
+        step = make_step(model, model, args.batch, args.samples, args.bf16)
+        step()  # warm-up
+        ref_t, fast_t = [], []
+        for _ in range(args.repeats):
+            with reference_mode():
+                ref_t.append(timed(step))
+            fast_t.append(timed(step))
+        r, f = statistics.median(ref_t), statistics.median(fast_t)
+        compiled = ""
+        if args.compile:
+            cstep = make_step(model, torch.compile(model), args.batch, args.samples, args.bf16)
+            t0 = time.perf_counter()
+            cstep()
+            first = time.perf_counter() - t0
+            c = statistics.median(timed(cstep) for _ in range(args.repeats))
+            compiled = f"{c:.3f} (first {first:.0f})"
+        print(f"{name:<15}{r:>9.3f}{f:>9.3f}{r / f:>8.2f}{compiled:>12}", flush=True)
+        if args.profile:
+            from torch.profiler import profile
+
+            with profile() as prof:
+                step()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(machine_line())
+
+
+if __name__ == "__main__":
+    main()
