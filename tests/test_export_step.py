@@ -126,6 +126,7 @@ def test_state_is_named_real_fixed_shape_and_not_mutated() -> None:
 def test_state_matches_the_models_complex_ssm_state() -> None:
     """The real pairs are the model's own complex S4D state (the C library relies on it)."""
     model = _model(SMALL["tc"])
+    model.stream_engine = "torch"  # stage-by-stage states, the S4D one complex (N, H, modes)
     step = ExportableStep(model)
     x = torch.randn(5 * model.stride, 2, 16)
     with torch.no_grad():
