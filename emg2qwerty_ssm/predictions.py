@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from emg2qwerty_ssm.atomic_io import atomic_write
 from emg2qwerty_ssm.metrics import edit_counts, error_rates
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -97,21 +96,11 @@ def _json_line(record: dict[str, Any]) -> str:
 
 
 def write_predictions(run_dir: str | Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Write ``run_dir/predictions.jsonl`` atomically (temporary file, fsync, rename)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / PREDICTIONS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".predictions.", suffix=".jsonl.tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(_json_line(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``run_dir/predictions.jsonl`` atomically (temp file, fsync, rename, fsync dir)."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    with atomic_write(path, "w") as f:
+        for record in records:
+            f.write(_json_line(record) + "\n")
     return path
 
 
