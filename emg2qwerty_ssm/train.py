@@ -41,7 +41,9 @@ from emg2qwerty_ssm.resume import (
     check_architecture,
     choose_resume_checkpoint,
 )
-from emg2qwerty_ssm.run_data import check_split, prepare_dataset, resolve_split, resolve_user_path
+from emg2qwerty_ssm.data.splits import check_split, resolve_split
+from emg2qwerty_ssm.paths import resolve_user_path
+from emg2qwerty_ssm.run_data import prepare_dataset
 from emg2qwerty_ssm.run_dir import claim_run_dir
 
 log = logging.getLogger(__name__)

@@ -125,9 +125,9 @@ def test_full_scan_finds_bad_values(tmp_path, edits, expected):
 
 
 def test_full_scan_crosses_chunk_boundaries(tmp_path, monkeypatch):
-    import emg2qwerty_ssm.validation as validation
+    import emg2qwerty_ssm.data.checks as session_checks
 
-    monkeypatch.setattr(validation, "_SCAN_ROWS", 64)
+    monkeypatch.setattr(session_checks, "_SCAN_ROWS", 64)
     rows = _rows_with(500, time=(128, T0))  # the drop is the first row of a chunk
     path = write_session(tmp_path / "c.hdf5", rows=rows)
     assert "first at row 128" in _one_problem(path, full=True)
