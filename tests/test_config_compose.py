@@ -3,8 +3,9 @@
 ``tests/config_snapshots/composed.json`` holds, for each override list below, the resolved
 config (all but ``hydra``) as the configs composed before conf/ was reorganised (the nine
 experiment presets, eight synthetic user copies, four trainer copies, ...). The test composes
-the same overrides today and compares every node. Keys added or dropped on purpose since are listed in
-``CHANGED`` and left out of the comparison.
+the same overrides today and compares every node. Keys added or dropped on purpose since
+are listed in ``CHANGED`` and left out of the comparison; ``NEW_SPELLINGS`` are today's
+spellings of snapshot cases (e.g. ``experiment=personalized model=tc_s4_medium``).
 
 Regenerate (only when a change of values is intended, and say so in the commit):
     .venv/bin/python tests/test_config_compose.py --write
@@ -54,6 +55,31 @@ for _model in ("s4_large", "tc_s4_small", "tc_s4_medium"):
 for _model in ("egru_s4_small", "gru_s4_small", "snn_s4_small"):
     CASES[_model] = [f"model={_model}"]
 
+#: today's spelling -> the snapshot case it must equal
+NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
+    "synth_split": ("synth_user3", ["user=synth", "synth_split=user3"]),
+    "synth_split_generic": (
+        "synth_generic_full",
+        ["dataset=synthetic_full", "user=synth", "synth_split=generic"],
+    ),
+    "regime_generic": ("s4_large_generic", ["experiment=generic", "model=s4_large", *REAL]),
+    "regime_personalized": (
+        "tc_s4_medium_personalized",
+        ["experiment=personalized", "model=tc_s4_medium", "user=user3", *REAL],
+    ),
+    "regime_finetune": (
+        "tc_s4_small_finetune",
+        [
+            "experiment=finetune",
+            "model=tc_s4_small",
+            "checkpoint=checkpoints/TC_S4_small_generic/generic_checkpoint.ckpt",
+            "user=user3",
+            *REAL,
+        ],
+    ),
+    "tds_own_transforms": ("tds", ["model=tds_conv_ctc"]),
+}
+
 #: dotted keys added or dropped on purpose since the snapshot (left out of the comparison):
 #: the synthetic split name and the dataset's split directory (conf/user/synth.yaml)
 CHANGED: list[str] = ["synth_split", "dataset.split_dir"]
@@ -84,12 +110,22 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_composes_as_before(case):
     before = json.loads(SNAPSHOT.read_text())[case]
-    now = composed(CASES[case])
+    _compare(case, before, composed(CASES[case]))
+
+
+def _compare(case: str, before: dict[str, Any], now: dict[str, Any]) -> None:
     for dotted in CHANGED:
         _drop(now, dotted)
         _drop(before, dotted)
     for node in sorted(set(before) | set(now)):
         assert now.get(node) == before.get(node), f"{case}: node {node!r} changed"
+
+
+@pytest.mark.parametrize("spelling", sorted(NEW_SPELLINGS))
+def test_new_spelling_composes_as_the_old(spelling):
+    case, overrides = NEW_SPELLINGS[spelling]
+    before = json.loads(SNAPSHOT.read_text())[case]
+    _compare(case, before, composed(overrides))
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
