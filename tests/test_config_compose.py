@@ -81,8 +81,9 @@ NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
 }
 
 #: dotted keys added or dropped on purpose since the snapshot (left out of the comparison):
-#: the synthetic split name and the dataset's split directory (conf/user/synth.yaml)
-CHANGED: list[str] = ["synth_split", "dataset.split_dir"]
+#: the synthetic split name and the dataset's split directory (conf/user/synth.yaml); the
+#: front-end's kernel_sizes, which must equal strides and defaults to them
+CHANGED: list[str] = ["synth_split", "dataset.split_dir", "model.frontend.kernel_sizes"]
 
 
 def composed(overrides: list[str]) -> dict[str, Any]:
