@@ -55,6 +55,14 @@ for _model in ("s4_large", "tc_s4_small", "tc_s4_medium"):
 for _model in ("egru_s4_small", "gru_s4_small", "snn_s4_small"):
     CASES[_model] = [f"model={_model}"]
 
+#: datamodule keys that are interpolations of run-level keys
+DATAMODULE_LINKS = {
+    "batch_size": "batch_size",
+    "num_workers": "num_workers",
+    "chunk_length": "evaluation.chunk_length",
+    "eval_batch_size": "evaluation.batch_size",
+}
+
 #: today's spelling -> the snapshot case it must equal
 NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
     "synth_split": ("synth_user3", ["user=synth", "synth_split=user3"]),
@@ -83,7 +91,15 @@ NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
 #: dotted keys added or dropped on purpose since the snapshot (left out of the comparison):
 #: the synthetic split name and the dataset's split directory (conf/user/synth.yaml); the
 #: front-end's kernel_sizes, which must equal strides and defaults to them
-CHANGED: list[str] = ["synth_split", "dataset.split_dir", "model.frontend.kernel_sizes"]
+#: front-end's kernel_sizes, which must equal strides and defaults to them; the datamodule's
+#: _target_ and the keys it now reads by interpolation (checked below)
+CHANGED: list[str] = [
+    "synth_split",
+    "dataset.split_dir",
+    "model.frontend.kernel_sizes",
+    *(f"datamodule.{k}" for k in DATAMODULE_LINKS),
+    "datamodule._target_",
+]
 
 
 def composed(overrides: list[str]) -> dict[str, Any]:
@@ -120,6 +136,17 @@ def _compare(case: str, before: dict[str, Any], now: dict[str, Any]) -> None:
         _drop(before, dotted)
     for node in sorted(set(before) | set(now)):
         assert now.get(node) == before.get(node), f"{case}: node {node!r} changed"
+
+
+@pytest.mark.parametrize("case", ["default", "demo", "pareto_s"])
+def test_datamodule_reads_the_run_settings(case):
+    cfg = composed(CASES[case])
+    assert cfg["datamodule"]["_target_"] == "emg2qwerty_ssm.datamodule.EMGDataModule"
+    for key, source in DATAMODULE_LINKS.items():
+        value: Any = cfg
+        for part in source.split("."):
+            value = value[part]
+        assert cfg["datamodule"][key] == value, key
 
 
 @pytest.mark.parametrize("spelling", sorted(NEW_SPELLINGS))
