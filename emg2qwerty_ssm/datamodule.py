@@ -1,6 +1,7 @@
 """Windows, batches and the paper's curriculum for training and evaluation (docs/recipe.md).
 
-Loaders (all batches are ``WindowedEMGDataset.collate`` dicts, inputs ``(T, N, ...)``):
+Loaders (all batches are :func:`~emg2qwerty_ssm.data.collate.collate_windows` dicts, inputs
+``(T, N, ...)``; the windows come from the dataset's session format, default emg2qwerty's HDF5):
 
 - train: ``window_length`` windows with ``padding`` context, jitter, shuffled; on curriculum
   epochs (``(epoch + 1) % every == 0``) windows ``factor`` times longer with a smaller batch.
@@ -28,8 +29,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from emg2qwerty_ssm.data.collate import collate_windows
-from emg2qwerty_ssm.data.session import SessionTooShortError, session_path
-from emg2qwerty_ssm.data.windows import WindowedEMGDataset
+from emg2qwerty_ssm.data.formats import Emg2QwertyHDF5, SessionFormat, session_file
+from emg2qwerty_ssm.data.session import SessionTooShortError
 from emg2qwerty_ssm.logs import default_num_workers
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class EMGDataModule(pl.LightningDataModule):
         val_continuous: a :class:`ContinuousValidation` (or a mapping of its fields; missing
             ones are the evaluation's ``chunk_length`` and ``eval_batch_size``).
         chunk_length, eval_batch_size: the paper-protocol evaluation loaders.
+        session_format: how session files are named and windowed (the dataset config's
+            ``format``); default emg2qwerty's HDF5 (:class:`Emg2QwertyHDF5`).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class EMGDataModule(pl.LightningDataModule):
         val_continuous: ContinuousValidation | Mapping[str, Any] | None = None,
         chunk_length: int = 160_000,
         eval_batch_size: int = 4,
+        session_format: SessionFormat | None = None,
     ) -> None:
         super().__init__()
         # As in the config: a missing/null curriculum is off; the continuous validation falls
@@ -122,6 +126,7 @@ class EMGDataModule(pl.LightningDataModule):
         self.val_continuous_batch_size = int(cont.batch_size)
         self.chunk_length = int(chunk_length)
         self.eval_batch_size = int(eval_batch_size)
+        self.session_format = session_format if session_format is not None else Emg2QwertyHDF5()
         self._datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ datasets
@@ -129,20 +134,33 @@ class EMGDataModule(pl.LightningDataModule):
         """Session files of one split, in split order."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return [session_path(self.root, str(s["session"])) for s in self.split[split]]
+        fmt = self.session_format
+        return [session_file(self.root, str(s["session"]), fmt) for s in self.split[split]]
+
+    def _cut(
+        self,
+        path: Path,
+        window: int | None,
+        transform: Any,
+        *,
+        padded: bool = True,
+        jitter: bool = False,
+        skip_if_too_short: bool = False,
+    ) -> Dataset:
+        """One session's windows through the dataset's session format."""
+        return self.session_format.windows(
+            path,
+            window_length=window,
+            padding=self.padding if padded else (0, 0),
+            jitter=jitter,
+            transform=transform,
+            skip_if_too_short=skip_if_too_short,
+        )
 
     def _windows(self, split: str, window: int, jitter: bool, transform: Any) -> Dataset:
-        paths = self.sessions(split)
         parts = [
-            WindowedEMGDataset(
-                p,
-                window_length=window,
-                padding=self.padding,
-                jitter=jitter,
-                transform=transform,
-                skip_if_too_short=True,
-            )
-            for p in paths
+            self._cut(p, window, transform, jitter=jitter, skip_if_too_short=True)
+            for p in self.sessions(split)
         ]
         return ConcatDataset(parts) if parts else _Empty()
 
@@ -151,14 +169,10 @@ class EMGDataModule(pl.LightningDataModule):
         parts, short = [], 0
         for p in self.sessions(split):
             try:
-                parts.append(
-                    WindowedEMGDataset(
-                        p, self.chunk_length_for(split), padding=self.padding, transform=transform
-                    )
-                )
+                parts.append(self._cut(p, self.chunk_length_for(split), transform))
             except SessionTooShortError:
                 short += 1
-                parts.append(WindowedEMGDataset(p, None, padding=self.padding, transform=transform))
+                parts.append(self._cut(p, None, transform))
         if short:
             log.info(
                 "%s: %d of %d sessions are shorter than a %d-sample chunk; each is evaluated as "
@@ -171,7 +185,7 @@ class EMGDataModule(pl.LightningDataModule):
         return ConcatDataset(parts) if parts else _Empty()
 
     def _whole_sessions(self, split: str, transform: Any) -> Dataset:
-        parts = [WindowedEMGDataset(p, None, transform=transform) for p in self.sessions(split)]
+        parts = [self._cut(p, None, transform, padded=False) for p in self.sessions(split)]
         return ConcatDataset(parts) if parts else _Empty()
 
     def chunk_length_for(self, split: str) -> int:

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from emg2qwerty_ssm import CONFIG_DIR, logs
 from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.config_checks import check_config_values
-from emg2qwerty_ssm.data.splits import check_split, resolve_split
+from emg2qwerty_ssm.data.splits import check_split, resolve_split, session_format_of
 from emg2qwerty_ssm.final_eval import build_results, eval_device, evaluate_all, print_summary
 from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
 from emg2qwerty_ssm.paths import resolve_user_path
@@ -131,8 +131,9 @@ def build_module(cfg: DictConfig) -> Any:
 
 # ---------------------------------------------------------------------------- datamodule
 def build_datamodule(cfg: DictConfig, root: Path, split: Mapping[str, Any]) -> Any:
-    """``cfg.datamodule`` (a ``_target_`` node, conf/datamodule/) with the run's root, split and
-    transform pipelines (``cfg.transforms.train/val/test``)."""
+    """``cfg.datamodule`` (a ``_target_`` node, conf/datamodule/) with the run's root, split,
+    session format (``cfg.dataset.format``) and transform pipelines
+    (``cfg.transforms.train/val/test``)."""
     from hydra.utils import instantiate
 
     from emg2qwerty_ssm.transforms import Compose
@@ -147,6 +148,7 @@ def build_datamodule(cfg: DictConfig, root: Path, split: Mapping[str, Any]) -> A
     return make(
         root=root,
         split=split,
+        session_format=session_format_of(cfg),
         train_transform=pipeline("train"),
         val_transform=pipeline("val"),
         test_transform=pipeline("test"),

@@ -96,6 +96,7 @@ NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
 CHANGED: list[str] = [
     "synth_split",
     "dataset.split_dir",
+    "dataset.format",
     "model.frontend.kernel_sizes",
     *(f"datamodule.{k}" for k in DATAMODULE_LINKS),
     "datamodule._target_",

@@ -8,6 +8,7 @@ import pytest
 from trainer_helpers import cache_dir
 
 from emg2qwerty_ssm.data import EMGSessionData, load_split, session_path
+from emg2qwerty_ssm.data.formats import Emg2QwertyHDF5
 from emg2qwerty_ssm.datamodule import Curriculum, EMGDataModule
 from emg2qwerty_ssm.synthetic import ensure_dataset
 
@@ -115,3 +116,36 @@ def test_instantiated_from_the_run_config(tiny) -> None:
     assert (dm.long_every, dm.chunk_length, dm.val_continuous_window) == (0, 12000, 160000)
     emg, _ = dm.dataset("val")[1]  # the second window: padded on both sides
     assert emg.shape == (1000 + 4000 + 200, 2, 16)
+
+
+class _RenamedHDF5(Emg2QwertyHDF5):
+    """A "new" format for the test: the same files under another suffix, counting reads."""
+
+    suffix = ".h5"
+
+    def __init__(self) -> None:
+        self.validated: list[str] = []
+
+    def validate(self, path, full):
+        self.validated.append(path.name)
+        return super().validate(path, full)
+
+
+def test_a_dataset_brings_its_own_session_format(tiny, tmp_path) -> None:
+    """dataset.format is the one seam: file names, windows and checks all go through it."""
+    from emg2qwerty_ssm.data.splits import validate_split
+
+    root, split, lengths = tiny
+    small = {k: v[:1] for k, v in split.items()}
+    for part in small.values():
+        for s in part:
+            (tmp_path / f"{s['session']}.h5").symlink_to(session_path(root, s["session"]))
+    fmt = _RenamedHDF5()
+    assert validate_split(tmp_path, small, session_format=fmt) == []
+    assert sorted(fmt.validated) == sorted(f"{s['session']}.h5" for p in small.values() for s in p)
+    assert validate_split(tmp_path, small)[0].endswith("(named in split 'train')")  # no .hdf5
+    dm = EMGDataModule(tmp_path, small, window_length=2000, session_format=fmt)
+    assert dm.sessions("test")[0].suffix == ".h5"
+    test_session = small["test"][0]["session"]
+    assert len(dm.dataset("test/session")) == 1
+    assert dm.dataset("test/session")[0][0].shape[0] == lengths[test_session]

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emg2qwerty_ssm.data.checks import validate_session
+from emg2qwerty_ssm.data.formats import Emg2QwertyHDF5, SessionFormat, session_file
 from emg2qwerty_ssm.data.problems import DatasetError, unknown_key_problems
 from emg2qwerty_ssm.paths import resolve_user_path
 from emg2qwerty_ssm.validation_stamps import ValidationStamps
@@ -34,6 +34,7 @@ __all__ = [
     "load_split",
     "load_split_any",
     "resolve_split",
+    "session_format_of",
     "split_entries",
     "validate_split",
 ]
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 #: keys a ``dataset`` config node may hold (a misspelt `tain:` would leave a split empty)
-DATASET_KEYS = ("root", "synthetic", "split_dir", "split_file", *SPLIT_NAMES)
+DATASET_KEYS = ("root", "synthetic", "format", "split_dir", "split_file", *SPLIT_NAMES)
 
 Split = dict[str, list[dict[str, Any]]]
 
@@ -138,16 +139,19 @@ def validate_split(
     full: bool = False,
     split_source: str | None = None,
     stamps: ValidationStamps | None = None,
+    session_format: SessionFormat | None = None,
 ) -> list[str]:
     """Problems with a split over ``root``: the root, the split's structure, every session.
 
     Args:
         split: ``{train, val, test}`` lists of ``{user, session}`` (a dict or DictConfig).
-        full: pass ``full=True`` to :func:`validate_session` (reads every row).
+        full: pass ``full=True`` to the format's ``validate`` (reads every row).
         split_source: how to name the split in messages (e.g. its file).
         stamps: a cache of files that passed the full check; an unchanged stamped file
             (same path, size and mtime) is not read again.
+        session_format: names and checks the session files; default emg2qwerty's HDF5.
     """
+    fmt = session_format if session_format is not None else Emg2QwertyHDF5()
     root = Path(root)
     where = split_source or "split"
     if not root.is_dir():
@@ -163,13 +167,13 @@ def validate_split(
                 )
             continue
         seen[session] = name
-        path = root / f"{session}.hdf5"
+        path = session_file(root, session, fmt)
         if not path.exists():
             problems.append(f"{path}: session file does not exist (named in {where} '{name}')")
         elif stamps is not None and stamps.is_clean(path):
             continue  # fully validated before and unchanged since (size, mtime)
         else:
-            found = validate_session(path, full=full)
+            found = fmt.validate(path, full=full)
             problems += found
             if stamps is not None and full and not found:
                 stamps.mark_clean(path)
@@ -197,7 +201,10 @@ def check_split(
     if full is None:
         full = bool(opts.get("full", True)) if cfg is not None else False
     stamps = ValidationStamps(resolve_user_path(opts["stamps"])) if opts.get("stamps") else None
-    problems = validate_split(root, split, full=full, split_source=source, stamps=stamps)
+    fmt = session_format_of(cfg) if cfg is not None else None
+    problems = validate_split(
+        root, split, full=full, split_source=source, stamps=stamps, session_format=fmt
+    )
     needed = ("train", "val") if cfg is not None and cfg.get("train") else ()
     for name in needed:
         if not split.get(name):
@@ -207,6 +214,23 @@ def check_split(
 
 
 # ---------------------------------------------------------------------------- the run's split
+def session_format_of(cfg: Any) -> SessionFormat:
+    """The run's session format: ``dataset.format`` (a ``_target_`` node), else emg2qwerty's
+    HDF5."""
+    node = cfg.dataset.get("format") if cfg.get("dataset") is not None else None
+    if node is None:
+        return Emg2QwertyHDF5()
+    from hydra.utils import instantiate
+
+    fmt = instantiate(node)
+    if not isinstance(fmt, SessionFormat):
+        raise TypeError(
+            f"dataset.format {node.get('_target_')!r} is not a session format (it needs "
+            "suffix, windows() and validate(); see emg2qwerty_ssm.data.formats)"
+        )
+    return fmt
+
+
 def resolve_split(cfg: Any, root: Path) -> tuple[Split, str]:
     """The ``{train, val, test}`` split of a run config and where it came from.
 
