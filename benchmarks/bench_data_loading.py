@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from emg2qwerty_ssm import data
+from emg2qwerty_ssm.data import session as data_session
 
 
 def write_session(path: Path, minutes: float) -> None:
@@ -69,7 +70,7 @@ def main() -> None:
         for w, label in ((8000, "4 s"), (64000, "32 s")):
             ds = data.WindowedEMGDataset(path, w, padding=(1800, 200), jitter=True)
             ms_file = time_windows(ds, args.reps)
-            session = data._get_open_session(path)
+            session = data_session.get_open_session(path)
             h5_dataset = session.timeseries
             session.timeseries = h5_dataset[:]  # same rows, in memory
             ms_mem = time_windows(ds, args.reps)

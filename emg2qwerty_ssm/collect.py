@@ -31,7 +31,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from emg2qwerty_ssm.metrics import ALIASES
-from emg2qwerty_ssm.results import find_results, read_results
+from emg2qwerty_ssm.results import FAILED_FILE, find_results, read_results
 
 #: what a run needs for the per-user table
 NEEDED_KEYS = ("model", "user", "metrics")
@@ -297,7 +297,7 @@ class CollectCallback(Callback):
         print_tables(tables)
         md = write_text_atomic(sweep_dir / "summary.md", to_markdown(tables))
         write_text_atomic(sweep_dir / "summary.csv", to_csv(tables))
-        failed = sorted(p.parent.name for p in sweep_dir.rglob("failed.json"))
+        failed = sorted(p.parent.name for p in sweep_dir.rglob(FAILED_FILE))
         if failed:
             log.warning("%d job(s) failed: %s (see their failed.json)", len(failed), failed)
         log.info("per-user tables of %d run(s) written to %s and summary.csv", len(runs), md)

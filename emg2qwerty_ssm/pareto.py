@@ -25,7 +25,7 @@ from typing import Any
 
 from emg2qwerty_ssm.published import Reference, references
 from emg2qwerty_ssm.results import RESULTS_FILE as RESULTS_NAME
-from emg2qwerty_ssm.results import find_results, read_results
+from emg2qwerty_ssm.results import find_results, lookup, read_results
 
 __all__ = ["find_results", "collect", "mark_front", "non_dominated", "REFERENCES"]
 
@@ -80,19 +80,13 @@ def mark_front(records: list[Record]) -> list[Record]:
 
 def cer_of(results: Mapping[str, Any], metric: str | None) -> float:
     """CER (%) of one results dict; ``metric`` None = the flat ``CER`` key (test, paper
-    protocol), else a ``metrics`` key ``<split>/<protocol>/<decoder>``. KeyError says what
-    is available."""
-    if metric is None:
-        if "CER" not in results:
-            raise KeyError("no flat 'CER' key (pass --metric <split>/<protocol>/<decoder>)")
-        return float(results["CER"])
-    metrics = results.get("metrics") or {}
-    if metric not in metrics:
-        raise KeyError(f"no metrics[{metric!r}]; available: {sorted(metrics)}")
-    entry = metrics[metric]
-    if not isinstance(entry, Mapping) or "CER" not in entry:
-        raise KeyError(f"metrics[{metric!r}] has no 'CER' entry: {entry!r}")
-    return float(entry["CER"])
+    protocol), else any key of results.json's grammar (:func:`emg2qwerty_ssm.results.lookup`:
+    ``test/paper/greedy``, ``val/CER``, ...). KeyError says what is missing."""
+    try:
+        return lookup(results, metric or "CER")
+    except KeyError as err:
+        hint = "" if metric else " (pass --metric <split>/<protocol>/<decoder>)"
+        raise KeyError(f"{err.args[0]}{hint}") from None
 
 
 def record_from_results(path: Path, results: Mapping[str, Any], metric: str | None) -> Record:

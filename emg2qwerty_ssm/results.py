@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from emg2qwerty_ssm.atomic_io import atomic_write_text
 
+log = logging.getLogger(__name__)
+
+#: the file name every reader and writer uses
 RESULTS_FILE = "results.json"
+#: what a failed job of a multirun leaves instead (the error and its traceback)
+FAILED_FILE = "failed.json"
 REQUIRED_KEYS = (
     "model",
     "params",
@@ -53,6 +59,104 @@ _HASH_EXCLUDED = (
 def metric_key(split: str, protocol: str, decoder: str) -> str:
     """The ``metrics`` key of one evaluation, e.g. ``test/paper/greedy``."""
     return f"{split}/{protocol}/{decoder}"
+
+
+# ---------------------------------------------------------------------------- the key grammar
+def lookup(results: Mapping[str, Any], key: str) -> float:
+    """One number of a results mapping, by the key grammar every reader uses.
+
+    The trainer's ``optimized_metric``, the Optuna sweeper's ``objectives`` and the Pareto
+    tool's ``--metric`` all name a value this way, tried in this order:
+
+    1. a top-level number: ``CER`` (test split, paper protocol), ``macs_per_second``,
+       ``params``, ``wall_time_s``;
+    2. a metric logged during training: ``val/CER`` is the best monitored value
+       (``logged["best/val/CER"]``) when there is one, else the last; ``val_continuous/CER``;
+    3. a ``metrics`` entry, i.e. its CER: ``test/paper/greedy``;
+    4. a ``metrics`` entry and a rate: ``val/paper/greedy/SER``;
+    5. a dotted path into nested mappings (keys may contain ``/`` and dots):
+       ``metrics.val/paper/greedy.CER``, ``logged.best/val/CER``, ``cost.params``.
+
+    Raises KeyError naming the key, the closest available key and the available keys.
+    """
+    logged = results.get("logged") or {}
+    metrics = results.get("metrics") or {}
+    found: Any = _MISSING
+    if _is_number(results.get(key)):
+        found = results[key]
+    elif f"best/{key}" in logged:
+        found = logged[f"best/{key}"]
+    elif key in logged:
+        found = logged[key]
+    elif isinstance(metrics.get(key), Mapping) and "CER" in metrics[key]:
+        found = metrics[key]["CER"]
+    else:
+        head, _, rate = key.rpartition("/")
+        if isinstance(metrics.get(head), Mapping) and rate in metrics[head]:
+            found = metrics[head][rate]
+        else:
+            found = _dotted(results, key)
+    if not _is_number(found):
+        import difflib
+
+        keys = available_keys(results)
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(keys[:40]) + (f", ... ({len(keys)} in all)" if len(keys) > 40 else "")
+        what = "is not a number in" if found is not _MISSING else "is not in"
+        raise KeyError(f"{key!r} {what} the job result{hint} Available keys: {shown}")
+    return float(found)
+
+
+def available_keys(results: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of the numeric values in a result (the job's ``config`` left out)."""
+    keys = []
+    for key, value in results.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if key != "config":
+                keys += available_keys(value, path + ".")
+        elif _is_number(value):
+            keys.append(path)
+    return keys
+
+
+_MISSING = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _dotted(tree: Mapping[str, Any], path: str) -> Any:
+    """``tree["a"]["b/c"]["d"]`` for ``"a.b/c.d"``; keys may themselves contain dots."""
+    if path in tree:
+        return tree[path]
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        head = ".".join(parts[:i])
+        if head in tree and isinstance(tree[head], Mapping):
+            found = _dotted(tree[head], ".".join(parts[i:]))
+            if found is not _MISSING:
+                return found
+    return _MISSING
+
+
+def objective(results: Mapping[str, Any], key: str | Sequence[str] | None) -> Any:
+    """What a Hydra job returns to a sweeper for ``optimized_metric`` (:func:`lookup`).
+
+    None: the whole results mapping; a list: a tuple of values. A key that is not in the
+    results gives NaN and a warning (the sweeper records a failed trial, the sweep goes on).
+    """
+    if key is None:
+        return dict(results)
+    if not isinstance(key, str):
+        return tuple(objective(results, k) for k in key)
+    try:
+        return lookup(results, key)
+    except KeyError as err:
+        log.warning("optimized_metric: %s; returning NaN", err.args[0])
+        return math.nan
 
 
 def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

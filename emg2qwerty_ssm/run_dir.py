@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from emg2qwerty_ssm.atomic_io import atomic_write_text
-from emg2qwerty_ssm.results import _HASH_EXCLUDED, _plain, config_hash
+from emg2qwerty_ssm.results import _HASH_EXCLUDED, RESULTS_FILE, _plain, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def claim_run_dir(run_dir: Path, cfg: DictConfig | Mapping[str, Any]) -> list[di
     simply re-claimed.
     """
     path = run_dir / RUN_CONFIG
-    has_work = (run_dir / "results.json").is_file() or any(run_dir.glob("checkpoints/*.ckpt"))
+    has_work = (run_dir / RESULTS_FILE).is_file() or any(run_dir.glob("checkpoints/*.ckpt"))
     plain = _plain(cfg)  # type: ignore[arg-type]
     digest = config_hash(cfg)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -12,7 +12,11 @@ the thin Hydra wrapper over ``conf/config.yaml``. One run:
 4. reload the best ``val/CER`` checkpoint and evaluate every split x protocol on one process;
 5. write ``<run dir>/results.json`` atomically and print a summary table.
 
-See docs/training.md for the commands and the run directory layout.
+The pieces live beside it: the dataset and split (:mod:`emg2qwerty_ssm.run_data`,
+:mod:`emg2qwerty_ssm.data.splits`), the Trainer (:mod:`emg2qwerty_ssm.trainer_setup`), the
+final evaluation and report (:mod:`emg2qwerty_ssm.final_eval`) and the results file with its
+key grammar (:mod:`emg2qwerty_ssm.results`). See docs/training.md for the commands and the run
+directory layout.
 """
 
 from __future__ import annotations
@@ -31,23 +35,22 @@ from omegaconf import DictConfig, OmegaConf
 from emg2qwerty_ssm import CONFIG_DIR, logs
 from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.config_checks import check_config_values
+from emg2qwerty_ssm.data.splits import check_split, resolve_split, session_format_of
+from emg2qwerty_ssm.final_eval import build_results, eval_device, evaluate_all, print_summary
 from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
-from emg2qwerty_ssm.results import config_hash, git_commit, metric_key, write_results
+from emg2qwerty_ssm.paths import resolve_user_path
+from emg2qwerty_ssm.results import FAILED_FILE, objective, write_results
 from emg2qwerty_ssm.resume import (
-    DEFAULT_EVERY_SECONDS,
     LAST_NAME,
     AtomicCheckpointIO,
-    LastCheckpoint,
     check_architecture,
     choose_resume_checkpoint,
 )
-from emg2qwerty_ssm.run_data import check_split, prepare_dataset, resolve_split, resolve_user_path
+from emg2qwerty_ssm.run_data import prepare_dataset
 from emg2qwerty_ssm.run_dir import claim_run_dir
+from emg2qwerty_ssm.trainer_setup import CHECKPOINT_DIR_NAME, build_loggers, build_trainer
 
 log = logging.getLogger(__name__)
-
-REPO_DIR = CONFIG_DIR.parent
-CHECKPOINT_DIR_NAME = "checkpoints"
 
 
 # ---------------------------------------------------------------------------- run dir, data
@@ -63,9 +66,6 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         return (Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S")).resolve()
 
 
-_resolve_path = resolve_user_path  # the dataset/split helpers live in run_data.py
-
-
 # ---------------------------------------------------------------------------- models
 def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict | None]:
     """A model and its ``model`` config from a checkpoint: this trainer's Lightning checkpoints,
@@ -73,7 +73,7 @@ def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module
     which unpickles with ``weights_only=True`` and maps seed weights)."""
     from emg2qwerty_ssm import load_model
 
-    path = _resolve_path(path)
+    path = resolve_user_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     model = load_model(path)
@@ -122,7 +122,7 @@ def build_module(cfg: DictConfig) -> Any:
         # load_model returns eval mode; Lightning keeps a module's mode, so switch back
         # (dropout and BatchNorm statistics must train when fine-tuning).
         model.train()
-        log.info("initialised from %s", _resolve_path(cfg.checkpoint))
+        log.info("initialised from %s", resolve_user_path(cfg.checkpoint))
         if model_cfg is None:
             model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
         return EMGModule(model_cfg=model_cfg, model=model, **common)
@@ -131,134 +131,27 @@ def build_module(cfg: DictConfig) -> Any:
 
 # ---------------------------------------------------------------------------- datamodule
 def build_datamodule(cfg: DictConfig, root: Path, split: Mapping[str, Any]) -> Any:
+    """``cfg.datamodule`` (a ``_target_`` node, conf/datamodule/) with the run's root, split,
+    session format (``cfg.dataset.format``) and transform pipelines
+    (``cfg.transforms.train/val/test``)."""
     from hydra.utils import instantiate
 
-    from emg2qwerty_ssm.datamodule import EMGDataModule
     from emg2qwerty_ssm.transforms import Compose
 
     def pipeline(name: str) -> Any:
         steps = cfg.transforms.get(name)
         return Compose(list(instantiate(steps))) if steps is not None else None
 
-    dm = cfg.datamodule
-    longer = dm.get("train_on_longer") or {}
-    cont = dm.get("val_continuous") or {}
-    ev = cfg.evaluation
-    return EMGDataModule(
+    # _partial_: the run's objects are passed to the constructor, not merged into the config
+    # (OmegaConf would turn the dataclass transforms into config nodes).
+    make = instantiate(cfg.datamodule, _partial_=True, _convert_="all")
+    return make(
         root=root,
         split=split,
-        window_length=dm.window_length,
-        padding=list(dm.padding),
-        batch_size=cfg.batch_size,
-        num_workers=logs.default_num_workers() if cfg.num_workers is None else cfg.num_workers,
+        session_format=session_format_of(cfg),
         train_transform=pipeline("train"),
         val_transform=pipeline("val"),
         test_transform=pipeline("test"),
-        long_every=longer.get("every", 0) or 0,
-        long_factor=longer.get("factor", 8),
-        long_batch_size=longer.get("batch_size", 4),
-        val_continuous_window=cont.get("window_length", ev.chunk_length),
-        val_continuous_batch_size=cont.get("batch_size", ev.batch_size),
-        chunk_length=ev.chunk_length,
-        eval_batch_size=ev.batch_size,
-    )
-
-
-# ---------------------------------------------------------------------------- trainer
-def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    from hydra.utils import instantiate
-
-    loggers = []
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is None or "_target_" not in node:
-            continue
-        log.debug("logger %s", name)
-        loggers.append(instantiate(node, save_dir=str(run_dir)))
-    return loggers
-
-
-def _callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import (
-        EarlyStopping,
-        LearningRateMonitor,
-        ModelCheckpoint,
-        RichProgressBar,
-        TQDMProgressBar,
-    )
-
-    ckpt_dir = run_dir / CHECKPOINT_DIR_NAME
-    mode = str(cfg.monitor_mode)
-    callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="val_{epoch}",
-            monitor=str(cfg.monitor_metric),
-            mode=mode,
-            auto_insert_metric_name=False,
-        ),
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="valcont_{epoch}",
-            monitor="val_continuous/CER",
-            mode="min",
-            auto_insert_metric_name=False,
-        ),
-    ]
-    # last.ckpt at every epoch end and periodically, improvement or not (emg2qwerty_ssm.resume)
-    periodic = cfg.get("checkpointing") or {}
-    callbacks.append(
-        LastCheckpoint(
-            ckpt_dir,
-            every_n_train_steps=periodic.get("every_n_train_steps"),
-            every_seconds=periodic.get("every_seconds", DEFAULT_EVERY_SECONDS),
-        )
-    )
-    stop = cfg.get("early_stopping")
-    if stop:
-        callbacks.append(
-            EarlyStopping(
-                monitor=str(stop.get("monitor", cfg.monitor_metric)),
-                mode=str(stop.get("mode", mode)),
-                patience=int(stop.get("patience", 3)),
-                min_delta=float(stop.get("min_delta", 0.0)),
-            )
-        )
-    if has_logger:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    bar = str(cfg.get("progress_bar", "rich"))
-    if bar == "rich":
-        callbacks.append(RichProgressBar())
-    elif bar == "tqdm":
-        callbacks.append(TQDMProgressBar())
-    for name, node in (cfg.get("callbacks") or {}).items():
-        if node is not None:
-            log.debug("extra callback %s", name)
-            callbacks.append(instantiate(node))
-    return callbacks
-
-
-def build_trainer(
-    cfg: DictConfig, run_dir: Path, loggers: list[Any], extra_callbacks: Sequence[Any] = ()
-) -> Any:
-    import lightning.pytorch as pl
-
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(trainer_cfg, dict)
-    kwargs = {str(k): v for k, v in trainer_cfg.items() if v is not None}
-    kwargs.setdefault("enable_model_summary", False)  # logs.log_model_card says it better
-    bar = str(cfg.get("progress_bar", "rich"))
-    curriculum = (cfg.datamodule.get("train_on_longer") or {}).get("every", 0)
-    # every checkpoint written atomically with checksums, read back safely and verified
-    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
-    return pl.Trainer(
-        **kwargs,
-        default_root_dir=str(run_dir),
-        logger=loggers if loggers else False,
-        callbacks=[*_callbacks(cfg, run_dir, bool(loggers)), *extra_callbacks],
-        enable_progress_bar=bar != "none",
-        # The curriculum picks the train windows per epoch; the loader must be re-made.
-        reload_dataloaders_every_n_epochs=1 if curriculum else 0,
     )
 
 
@@ -285,44 +178,6 @@ def _log_hyperparams(loggers: list[Any], cfg: DictConfig, card: Mapping[str, Any
 
 
 # ---------------------------------------------------------------------------- evaluation
-def _device(cfg: DictConfig, trainer: Any | None) -> torch.device:
-    if trainer is not None:
-        return trainer.strategy.root_device
-    accel = str(cfg.trainer.get("accelerator", "cpu"))
-    if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def evaluate_all(cfg: DictConfig, module: Any, datamodule: Any, device: torch.device) -> dict:
-    """``{"<split>/<protocol>/<decoder>": {CER, IER, DER, SER}}`` for the configured grid."""
-    from emg2qwerty_ssm.evaluation import evaluate_loader
-    from emg2qwerty_ssm.lightning_module import decoder_name
-    from emg2qwerty_ssm.metrics import ALIASES
-    from emg2qwerty_ssm.predictions import session_records, write_predictions
-
-    dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
-    model = module.model.to(device)
-    metrics: dict[str, dict[str, float]] = {}
-    records: list[dict[str, Any]] = []  # predictions.jsonl: texts and CER per session
-    for split in cfg.evaluation.splits:
-        if not datamodule.sessions(str(split)):
-            continue
-        for protocol in cfg.evaluation.protocols:
-            t0 = time.time()
-            loader = datamodule.eval_dataloader(str(split), str(protocol))
-            texts: list[tuple[str, str]] = []
-            values = evaluate_loader(model, loader, module.decoder, device, texts=texts)
-            key = metric_key(str(split), str(protocol), dec)
-            records += session_records(key, loader.dataset, texts)
-            shown = {k: round(v, 2) for k, v in (values or {}).items() if k not in ALIASES}
-            log.info("%s: %s (%.1f s)", key, shown or None, time.time() - t0)
-            if values is not None:
-                metrics[key] = values
-    write_predictions(resolve_run_dir(cfg), records)
-    return metrics
-
-
 # ---------------------------------------------------------------------------- the run
 def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Run training and/or evaluation as configured; returns the ``results.json`` content.
@@ -357,9 +212,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     card = model_cost(module.model, name)
     logs.log_model_card(name, card)
 
-    loggers = _loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir)
     trainer = None
-    checkpoint = str(_resolve_path(cfg.checkpoint)) if cfg.get("checkpoint") else None
+    checkpoint = str(resolve_user_path(cfg.checkpoint)) if cfg.get("checkpoint") else None
     logged: dict[str, float] = {}
     if cfg.train:
         trainer = build_trainer(cfg, run_dir, loggers, [*callbacks, logs.ValidationReport()])
@@ -394,13 +249,15 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     # Event-based blocks (EGRU, SNN) measure their activity while they run: count only the final
     # evaluation, then recompute the card so its activity-weighted MAC/s come from this data.
     reset_activity(module.model)
-    metrics = evaluate_all(cfg, module, datamodule, _device(cfg, trainer))
+    metrics = evaluate_all(cfg, module, datamodule, eval_device(cfg, trainer), run_dir)
     card = model_cost(module.model, name)
     for lg in loggers:
         lg.log_metrics({f"eval/{k}/{m}": v for k, d in metrics.items() for m, v in d.items()})
         lg.save()
 
-    results = _results(cfg, name, card, metrics, checkpoint, logged, split_source, root, module)
+    results = build_results(
+        cfg, name, card, metrics, checkpoint, logged, split_source, root, module
+    )
     results["wall_time_s"] = round(time.time() - start, 3)
     if history:
         results["config_history"] = history
@@ -409,103 +266,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     return results
 
 
-def _results(
-    cfg: DictConfig,
-    name: str,
-    card: Mapping[str, Any],
-    metrics: Mapping[str, Mapping[str, float]],
-    checkpoint: str | None,
-    logged: Mapping[str, float],
-    split_source: str,
-    root: Path,
-    module: Any,
-) -> dict[str, Any]:
-    from emg2qwerty_ssm.lightning_module import decoder_name
-
-    dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
-    test_paper = metrics.get(metric_key("test", "paper", dec), {})
-    config = OmegaConf.to_container(cfg, resolve=True)
-    return {
-        "model": name,
-        "params": card.get("params"),
-        "macs_per_second": card.get("macs_per_second"),
-        "decoder": dec,
-        "user": str(cfg.get("user")),
-        "metrics": dict(metrics),
-        "CER": test_paper.get("CER"),
-        "checkpoint": checkpoint,
-        "config_hash": config_hash(cfg),
-        "git_commit": git_commit(REPO_DIR),
-        "wall_time_s": None,
-        "config": config,
-        "mode": "train" if cfg.train else "evaluate",
-        "dataset": {"root": str(root), "split": split_source},
-        "protocols": {
-            "paper": f"{cfg.evaluation.chunk_length}-sample chunks, zero state per chunk, tail "
-            "dropped; a session shorter than a chunk is one whole-session window",
-            "session": "each session whole, batch 1 (emg2qwerty)",
-        },
-        "logged": dict(logged),
-        "skipped_steps": int(getattr(module, "skipped_steps", 0)),
-        "cost": dict(card),
-    }
-
-
-def print_summary(results: Mapping[str, Any], run_dir: Path) -> None:
-    """A rich table: the model's cost and every CER of the run."""
-    from rich.console import Console
-    from rich.table import Table
-
-    def num(x: Any, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
-
-    macs = results.get("macs_per_second")
-    table = Table(
-        title=f"{results['model']} · user {results['user']} · "
-        f"{num(results.get('params'), ',')} params · "
-        f"{num(macs / 1e6 if macs else None, '.2f')} M MAC/s",
-        caption=f"{run_dir}/results.json",
-    )
-    # missing/extra/substituted = emg2qwerty's IER/DER/SER (edits from prediction to target)
-    rates = ("CER", "missing", "extra", "substituted")
-    for col in ("split/protocol/decoder", *rates):
-        table.add_column(col, justify="left" if col.startswith("split") else "right")
-    for key, values in results["metrics"].items():
-        table.add_row(key, *(num(values.get(m), ".2f") for m in rates))
-    if results.get("skipped_steps"):
-        table.add_row("skipped non-finite steps", str(results["skipped_steps"]), "", "", "")
-    Console().print(table)
-
-
 # ---------------------------------------------------------------------------- Hydra
-def objective(results: Mapping[str, Any], key: str | Sequence[str] | None) -> Any:
-    """The value(s) a sweeper optimises, looked up in the results by ``optimized_metric``.
-
-    A key is a top-level number (``CER``, ``macs_per_second``, ``params``), a logged metric
-    (``val/CER`` = the best monitored value, ``val_continuous/CER``), a metrics entry
-    (``test/paper/greedy`` -> its CER) or a metrics entry + name (``val/paper/greedy/SER``).
-    """
-    if key is None:
-        return dict(results)
-    if not isinstance(key, str):
-        return tuple(objective(results, k) for k in key)
-    logged = results.get("logged") or {}
-    metrics = results.get("metrics") or {}
-    if key in results and isinstance(results[key], int | float):
-        return float(results[key])
-    if f"best/{key}" in logged:
-        return float(logged[f"best/{key}"])
-    if key in logged:
-        return float(logged[key])
-    if key in metrics:
-        return float(metrics[key]["CER"])
-    head, _, metric = key.rpartition("/")
-    if head in metrics and metric in metrics[head]:
-        return float(metrics[head][metric])
-    log.warning("optimized_metric %r not found in the results; returning NaN", key)
-    return math.nan
-
-
 def _failed(cfg: DictConfig, err: BaseException) -> Any:
     """Multirun: a failing job is recorded (failed.json) and reported as NaN to the sweeper."""
     import json
@@ -514,7 +275,7 @@ def _failed(cfg: DictConfig, err: BaseException) -> Any:
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(  # like results.json: never a truncated file
-        run_dir / "failed.json",
+        run_dir / FAILED_FILE,
         json.dumps({"error": repr(err), "traceback": traceback.format_exc()}, indent=2),
     )
     key = cfg.get("optimized_metric")

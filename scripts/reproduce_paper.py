@@ -3,10 +3,11 @@
 
 For each model (``s4_large``, ``tc_s4_medium``, ``tc_s4_small`` by default)::
 
-    1. generic training        experiment=<model>_generic           -> OUT/<model>/generic
+    1. generic training        experiment=generic model=<model>     -> OUT/<model>/generic
     2. place its best checkpoint where fine-tuning finds it:
                                OUT/checkpoints/<Label>_generic/generic_checkpoint.ckpt
-    3. fine-tune per user      experiment=<model>_finetune user=userN -> OUT/<model>/ft/userN
+    3. fine-tune per user      experiment=finetune model=<model> checkpoint=<2.> user=userN
+                                                                    -> OUT/<model>/ft/userN
     4. evaluate every fine-tuned model (and the generic one: the zero-shot row) again with
        beam search + the 6-gram character LM  -> .../beam_lm
 then optionally the emg2qwerty baseline from its released checkpoints (``--baseline-dir``,
@@ -143,7 +144,9 @@ def run_model(recipe: Recipe, model: str) -> None:
     generic_user = "synth_generic" if recipe.synthetic else "generic"
     common = [*recipe.dataset, *recipe.extra]
     generic = run_step(
-        recipe, base / "generic", [f"experiment={model}_generic", f"user={generic_user}", *common]
+        recipe,
+        base / "generic",
+        ["experiment=generic", f"model={model}", f"user={generic_user}", *common],
     )
     target = ckpt_dir / f"{label(model)}_generic" / "generic_checkpoint.ckpt"
     if generic is not None:
@@ -159,8 +162,8 @@ def run_model(recipe: Recipe, model: str) -> None:
         ft = run_step(
             recipe,
             base / "ft" / user,
-            [f"experiment={model}_finetune", f"user={recipe.user_choice(user)}", *common]
-            + [f"paths.checkpoints_dir={ckpt_dir}"],
+            ["experiment=finetune", f"model={model}", f"checkpoint={target}"]
+            + [f"user={recipe.user_choice(user)}", *common],
         )
         if recipe.lm is not None and ft is not None:
             run_step(

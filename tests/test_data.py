@@ -23,6 +23,7 @@ from emg2qwerty_ssm.data import (
     SessionTooShortError,
     WindowedEMGDataset,
 )
+from emg2qwerty_ssm.data import session as data_session
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -274,12 +275,12 @@ def test_dataloader_workers_open_their_own_handles(tmp_path):
 
 
 def test_open_session_cache_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_MAX_OPEN_SESSIONS", 2)
+    monkeypatch.setattr(data_session, "_MAX_OPEN_SESSIONS", 2)
     paths = [write_session(tmp_path / f"s{i}.hdf5", 600) for i in range(3)]
     datasets = [WindowedEMGDataset(p, 500) for p in paths]
     for ds in datasets:
         ds[0]
-    assert len(data._open_sessions) == 2 and paths[0] not in data._open_sessions
+    assert len(data_session._open_sessions) == 2 and paths[0] not in data_session._open_sessions
     assert datasets[0][0][0].shape == (500, 2, 16)  # reopened on demand
 
 

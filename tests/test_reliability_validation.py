@@ -14,6 +14,7 @@ from test_reliability_resume import KillAt, SimulatedKill
 from trainer_helpers import cache_dir, compose_cfg
 
 from emg2qwerty_ssm import validation
+from emg2qwerty_ssm.data import checks as session_checks
 from emg2qwerty_ssm.run_dir import RunDirConflict
 from emg2qwerty_ssm.train import train
 from emg2qwerty_ssm.validation import DatasetError, ValidationStamps, validate_session
@@ -103,9 +104,9 @@ def test_each_file_is_scanned_once_until_it_changes(tmp_path, monkeypatch):
     root = tmp_path / "data"
     _dataset(root, GOOD_SPLIT)
     scans = []
-    real = validation._scan_rows
+    real = session_checks._scan_rows
     monkeypatch.setattr(
-        validation, "_scan_rows", lambda p, *a: (scans.append(p.name), real(p, *a))[1]
+        session_checks, "_scan_rows", lambda p, *a: (scans.append(p.name), real(p, *a))[1]
     )
     stamps = tmp_path / "stamps.json"
     for _ in range(2):

@@ -189,14 +189,17 @@ def test_user_configs_point_at_generated_split_files():
     names = [p.stem.removeprefix("synth_") for p in files]
     assert {"generic", "user0", "user1"} <= set(names) and set(names) <= set(full_splits)
     assert {"generic", "user0", "user1"} <= set(tiny_splits)
+    # each synth_<name>.yaml is an alias of conf/user/synth.yaml with synth_split=<name>
+    synth = yaml.safe_load((REPO / "conf" / "user" / "synth.yaml").read_text())
+    assert synth["user"] == "synth_${synth_split}"
+    assert synth["dataset"] == {"split_file": "${dataset.split_dir}/${synth_split}.yaml"}
     for path, name in zip(files, names, strict=True):
         text = path.read_text()
         assert text.startswith("# @package _global_\n")
-        cfg = yaml.safe_load(text)
-        assert cfg == {
-            "user": f"synth_{name}",
-            "dataset": {"split_file": f"${{dataset.root}}/splits/{name}.yaml"},
-        }
+        assert yaml.safe_load(text) == {"defaults": ["synth"], "synth_split": name}
+    for dataset in ("synthetic_tiny", "synthetic_demo", "synthetic_full"):
+        node = yaml.safe_load((REPO / "conf" / "dataset" / f"{dataset}.yaml").read_text())
+        assert node["split_dir"] == "${dataset.root}/splits"  # where the generator writes them
 
 
 # ----------------------------------------------------------------------------- reader / validator

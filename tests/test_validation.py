@@ -125,9 +125,9 @@ def test_full_scan_finds_bad_values(tmp_path, edits, expected):
 
 
 def test_full_scan_crosses_chunk_boundaries(tmp_path, monkeypatch):
-    import emg2qwerty_ssm.validation as validation
+    import emg2qwerty_ssm.data.checks as session_checks
 
-    monkeypatch.setattr(validation, "_SCAN_ROWS", 64)
+    monkeypatch.setattr(session_checks, "_SCAN_ROWS", 64)
     rows = _rows_with(500, time=(128, T0))  # the drop is the first row of a chunk
     path = write_session(tmp_path / "c.hdf5", rows=rows)
     assert "first at row 128" in _one_problem(path, full=True)
@@ -220,3 +220,16 @@ def test_command_line(tmp_path, capsys):
     assert main(["--root", str(tmp_path)]) == 0  # cheap check
     assert main(["--root", str(tmp_path), "--full"]) == 1
     assert "s2.hdf5: field 'time' is not monotonic" in capsys.readouterr().err
+
+
+def test_command_line_follows_the_synthetic_user_configs(tmp_path, capsys):
+    """conf/user/synth.yaml and its aliases point at <root>/splits/<synth_split>.yaml."""
+    write_session(tmp_path / "s1.hdf5")
+    (tmp_path / "splits").mkdir()
+    for name in ("user0", "user3"):
+        split = {"train": [{"user": 1, "session": "s1"}], "val": [], "test": []}
+        (tmp_path / "splits" / f"{name}.yaml").write_text(yaml.safe_dump(split))
+    for config in ("synth.yaml", "synth_user0.yaml", "synth_user3.yaml"):
+        assert main(["--root", str(tmp_path), "--split", str(REPO / "conf/user" / config)]) == 0
+    assert main(["--root", str(tmp_path), "--split", str(REPO / "conf/user/synth_user5.yaml")])
+    assert "splits/user5.yaml: split file does not exist" in capsys.readouterr().err

@@ -9,7 +9,6 @@ plugin module whenever any Hydra app starts.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import math
@@ -29,6 +28,8 @@ from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE, read_results
+from emg2qwerty_ssm.results import lookup as results_lookup
 from hydra_plugins.emg2qwerty_optuna_sweeper.report import study_summary
 from hydra_plugins.emg2qwerty_optuna_sweeper.storage import (
     NOT_RUN_ATTR,
@@ -198,45 +199,9 @@ def _dict_distribution(key: str, spec: Mapping[str, Any], raw_keys: set[str]) ->
 # ----------------------------------------------------------------------------- results
 
 
-def lookup(result: Mapping[str, Any], path: str) -> Any:
-    """``result["a"]["b/c"]["d"]`` for ``"a.b/c.d"``; keys may themselves contain dots."""
-    found = _lookup(result, path)
-    if found is _MISSING:
-        keys = numeric_keys(result)
-        close = difflib.get_close_matches(path, keys, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        shown = ", ".join(keys[:40]) + (f", ... ({len(keys)} in all)" if len(keys) > 40 else "")
-        raise KeyError(f"{path!r} is not in the job result{hint} Available keys: {shown}")
-    return found
-
-
-def numeric_keys(result: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """The dotted paths of the numeric values in a result (the job's ``config`` left out)."""
-    keys = []
-    for key, value in result.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping | DictConfig):
-            if key != "config":
-                keys += numeric_keys(value, path + ".")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            keys.append(path)
-    return keys
-
-
-_MISSING = object()
-
-
-def _lookup(result: Mapping[str, Any], path: str) -> Any:
-    if path in result:
-        return result[path]
-    parts = path.split(".")
-    for i in range(1, len(parts)):
-        head = ".".join(parts[:i])
-        if head in result and isinstance(result[head], Mapping | DictConfig):
-            found = _lookup(result[head], ".".join(parts[i:]))
-            if found is not _MISSING:
-                return found
-    return _MISSING
+# The objective keys are results.json's one key grammar (emg2qwerty_ssm.results.lookup): the
+# trainer's optimized_metric, these objectives and the Pareto tool's --metric read alike.
+lookup = results_lookup
 
 
 def job_output_dir(ret: JobReturn) -> Path | None:
@@ -250,10 +215,8 @@ def objective_values(
 ) -> tuple[list[float], Mapping[str, Any]]:
     """The objective values of one job and the result mapping they came from (may be {})."""
     result: Mapping[str, Any] = {}
-    if value is None and output_dir is not None and (output_dir / "results.json").is_file():
-        from emg2qwerty_ssm.results import read_results  # the one results.json reader
-
-        result = read_results(output_dir, required=())
+    if value is None and output_dir is not None and (output_dir / RESULTS_FILE).is_file():
+        result = read_results(output_dir, required=())  # the one results.json reader
     elif isinstance(value, Mapping | DictConfig):
         result = value
     if objectives and result:
@@ -529,7 +492,7 @@ class OptunaSweeperImpl:
         try:
             values, result = objective_values(value, self.objectives, len(self.directions), out_dir)
         except KeyError as e:  # the job succeeded; the objective key is wrong
-            source = out_dir / "results.json" if value is None and out_dir else "its return value"
+            source = out_dir / RESULTS_FILE if value is None and out_dir else "its return value"
             message = f"hydra.sweeper.objectives: trial {trial.number} ({source}): {e.args[0]}"
             self._fail(study, trial, message)
             return message
@@ -541,7 +504,7 @@ class OptunaSweeperImpl:
                 trial.set_user_attr(key, _plain(lookup(result, key)))
         if not all(math.isfinite(v) for v in values):
             reason = f"non-finite objective values {values}"
-            failed = out_dir / "failed.json" if out_dir is not None else None
+            failed = out_dir / FAILED_FILE if out_dir is not None else None
             if failed is not None and failed.is_file():  # the job caught its own exception
                 with contextlib.suppress(ValueError, OSError):
                     reason += f"; the job failed: {json.loads(failed.read_text()).get('error')}"
