@@ -19,10 +19,8 @@ import argparse
 import csv
 import io
 import math
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.metrics import ALIASES
 from emg2qwerty_ssm.results import FAILED_FILE, find_results, read_results
 
@@ -220,28 +219,11 @@ def print_tables(tables: Sequence[UserTable], file: Any = None) -> None:
             console.print(f"note: {len(t.notes) - 3} more runs overlap (the newest file wins)")
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _emit(text: str, target: str | None) -> None:
     if target == "-":
         sys.stdout.write(text)
     elif target:
-        write_text_atomic(target, text)
+        atomic_write_text(target, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,8 +277,8 @@ class CollectCallback(Callback):
             return
         tables = build_tables(runs, self.rate)
         print_tables(tables)
-        md = write_text_atomic(sweep_dir / "summary.md", to_markdown(tables))
-        write_text_atomic(sweep_dir / "summary.csv", to_csv(tables))
+        md = atomic_write_text(sweep_dir / "summary.md", to_markdown(tables))
+        atomic_write_text(sweep_dir / "summary.csv", to_csv(tables))
         failed = sorted(p.parent.name for p in sweep_dir.rglob(FAILED_FILE))
         if failed:
             log.warning("%d job(s) failed: %s (see their failed.json)", len(failed), failed)

@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from emg2qwerty_ssm import CONFIG_DIR, collect
+from emg2qwerty_ssm.atomic_io import atomic_write, atomic_write_text
 from emg2qwerty_ssm.published import load_published, published_mean
 from emg2qwerty_ssm.results import RESULTS_FILE, read_results
 
@@ -113,16 +112,8 @@ def place_checkpoint(source: Path, target: Path) -> None:
             f"[paper] {target} exists and differs from the new generic checkpoint {source}; "
             "move it away (or choose another --out) to continue"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with source.open("rb") as src, atomic_write(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
     print(f"[paper] generic checkpoint placed at {target}", flush=True)
 
 
@@ -249,8 +240,8 @@ def write_tables(recipe: Recipe, tables: list[collect.UserTable]) -> Path:
             else ""
         )
         lines += [f"- {n}" for n in t.notes] + [""]
-    md = collect.write_text_atomic(recipe.out / "paper_tables.md", "\n".join(lines) + "\n")
-    collect.write_text_atomic(recipe.out / "paper_tables.csv", collect.to_csv(tables))
+    md = atomic_write_text(recipe.out / "paper_tables.md", "\n".join(lines) + "\n")
+    atomic_write_text(recipe.out / "paper_tables.csv", collect.to_csv(tables))
     return md
 
 
