@@ -1,5 +1,19 @@
 """Emit the fp32 C99 library of a :class:`FloatPlan` (libm's erff/expf/logf for GELU, GLU and
-log-softmax; every other operation is a plain float multiply-add)."""
+log-softmax; every other operation is a plain float multiply-add).
+
+Two layouts of the same maths, chosen by ``vector_width``:
+
+* ``1`` (microcontrollers, the default of ``export_c``): row-major weights, one accumulator
+  per output, the S4D state as interleaved (re, im) pairs per channel.
+* ``> 1`` (SIMD hosts, the compiled streaming engine ``export/host_engine.py``): weights in
+  panels of ``vector_width`` outputs ``(ceil(out / P), in, P)`` (zero-padded) so that the
+  inner loop updates ``P`` independent accumulators (one SIMD multiply-add, no reduction to
+  reorder), and the S4D tables and state mode-major ``(modes, H)`` so the recurrence runs
+  across channels. Every output keeps the same summation order as the scalar layout (bias,
+  then inputs in order; modes in order), so both give the same floats under
+  ``-ffp-contract=off``. The library also exports ``emg_model_state`` /
+  ``emg_model_state_bytes`` so a host can save and restore the recurrent state.
+"""
 
 # ruff: noqa: E501  (the f-strings below are lines of generated C; kept whole to read as C)
 
@@ -7,8 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from emg2qwerty_ssm.export.cgen.csource import HEADER, CLibrary, c_float_array, write_library
-from emg2qwerty_ssm.export.cgen.plan import FloatPlan
+from emg2qwerty_ssm.export.cgen.plan import FloatPlan, Linear
 
 KERNELS = r"""
 static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
@@ -68,8 +84,114 @@ static void log_softmax(const float *x, float *out, int n) {
 """
 
 
-def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
+VECTOR_KERNELS = r"""
+/* y = W x + b with W in panels of EMG_PANEL outputs: w[(p * n_in + i) * EMG_PANEL + j] is
+ * W[p * EMG_PANEL + j][i], b padded to whole panels. The j loop is one SIMD multiply-add. */
+static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
+                   int n_out) {
+    for (int p = 0; p < n_out; p += EMG_PANEL) {
+        float acc[EMG_PANEL];
+        const float *wp = w + (long)p * n_in;
+        for (int j = 0; j < EMG_PANEL; ++j) acc[j] = b[p + j];
+        for (int i = 0; i < n_in; ++i) {
+            const float xi = x[i];
+            const float *wi = wp + (long)i * EMG_PANEL;
+            for (int j = 0; j < EMG_PANEL; ++j) acc[j] += wi[j] * xi;
+        }
+        const int rem = n_out - p < EMG_PANEL ? n_out - p : EMG_PANEL;
+        for (int j = 0; j < rem; ++j) y[p + j] = acc[j];
+    }
+}
+
+static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
+    float mean = 0.0f, var = 0.0f;
+    for (int i = 0; i < n; ++i) mean += x[i];
+    mean = mean / (float)n;
+    for (int i = 0; i < n; ++i) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var = var / (float)n;
+    float inv = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
+}
+
+static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+
+static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* S4D recurrence, mode-major: s = [re (modes, H) | im (modes, H)]; the h loop vectorises and
+ * y[h] sums the modes in order, as the scalar layout does. */
+static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
+                     const float *wi, const float *d, const float *u, float *y, int h_dim,
+                     int modes) {
+    float *sr = s, *si = s + (long)h_dim * modes;
+    for (int h = 0; h < h_dim; ++h) y[h] = 0.0f;
+    for (int m = 0; m < modes; ++m) {
+        const int base = m * h_dim;
+        for (int h = 0; h < h_dim; ++h) {
+            const float r = sr[base + h], i = si[base + h], uh = u[h];
+            const float nr = ar[base + h] * r - ai[base + h] * i + wr[base + h] * uh;
+            const float ni = ar[base + h] * i + ai[base + h] * r + wi[base + h] * uh;
+            sr[base + h] = nr;
+            si[base + h] = ni;
+            y[h] += nr;
+        }
+    }
+    for (int h = 0; h < h_dim; ++h) y[h] += d[h] * u[h];
+}
+
+static void log_softmax(const float *x, float *out, int n) {
+    float m = x[0], s = 0.0f;
+    for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+    for (int i = 0; i < n; ++i) s += expf(x[i] - m);
+    float ls = logf(s);
+    for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
+}
+"""
+
+STATE_ACCESS = """
+/* Host access to the recurrent state (save / restore a stream). */
+size_t emg_model_state_bytes(void) { return sizeof ST; }
+void *emg_model_state(void) { return &ST; }
+"""
+
+STATE_ACCESS_DECL = """#include <stddef.h>
+size_t emg_model_state_bytes(void);
+void *emg_model_state(void);
+
+#endif /* EMG_MODEL_H */"""
+
+
+def _panels(lin: Linear, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``weight (out, in)`` -> ``(ceil(out / P), in, P)`` zero-padded; bias padded alike."""
+    n_out, n_in = lin.shape
+    padded = -(-n_out // width) * width
+    w = np.zeros((padded, n_in), np.float32)
+    w[:n_out] = lin.weight
+    b = np.zeros(padded, np.float32)
+    b[:n_out] = lin.bias
+    return np.ascontiguousarray(w.reshape(-1, width, n_in).transpose(0, 2, 1)), b
+
+
+def emit_fp32(plan: FloatPlan, out_dir: Path, vector_width: int = 1) -> CLibrary:
+    """Write ``emg_model.h`` / ``emg_model.c`` of ``plan`` into ``out_dir``.
+
+    ``vector_width``: 1 for the scalar microcontroller layout, 4..64 for output panels of
+    that many floats (SIMD hosts); see the module docstring.
+    """
     assert plan.bb_in and plan.bb_out and plan.classifier
+    if vector_width != 1 and not 2 <= vector_width <= 64:
+        raise ValueError(f"vector_width must be 1 or 2..64, got {vector_width}")
+    vec = vector_width > 1
+
+    def weights(name: str, lin: Linear, w_name: str = "_w", b_name: str = "_b") -> list[str]:
+        w, b = _panels(lin, vector_width) if vec else (lin.weight, lin.bias)
+        return [c_float_array(name + w_name, w), c_float_array(name + b_name, b)]
+
+    def ssm_table(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values.T) if vec else values  # (H, M) -> (M, H)
+
     consts: list[str] = []
     scratch: list[str] = []
     body: list[str] = []
@@ -93,7 +215,7 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
         for j, (lin, ln) in enumerate(layers):
             n_out = lin.shape[0]
             name = f"enc{b}_{j}"
-            consts += [c_float_array(f"{name}_w", lin.weight), c_float_array(f"{name}_b", lin.bias)]
+            consts += weights(name, lin)
             last = j == len(layers) - 1
             dst = f"S.enc + f * {enc_f} + {offset}" if last else f"S.hid{b}_{j}"
             if not last:
@@ -118,7 +240,7 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
     for i, (lin, k) in enumerate(plan.tc_layers):
         n_out = lin.shape[0]
         frames //= k
-        consts += [c_float_array(f"tc{i}_w", lin.weight), c_float_array(f"tc{i}_b", lin.bias)]
+        consts += weights(f"tc{i}", lin)
         scratch.append(f"float tc{i}[{frames * n_out}];")
         body.append(
             f"    for (int t = 0; t < {frames}; ++t) {{\n"
@@ -128,10 +250,7 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
         )
         src, width = f"S.tc{i}", n_out
     h = plan.bb_in.shape[0]
-    consts += [
-        c_float_array("bb_in_w", plan.bb_in.weight),
-        c_float_array("bb_in_b", plan.bb_in.bias),
-    ]
+    consts += weights("bb_in", plan.bb_in)
     scratch += [f"float x[{frames * h}];", f"float y[{h}];", f"float z[{2 * h}];"]
     body.append(
         f"    for (int t = 0; t < {frames}; ++t)\n"
@@ -141,11 +260,11 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
     state = [f"float ssm[{max(len(plan.blocks), 1)}][{h * modes * 2}];"]
     for i, blk in enumerate(plan.blocks):
         n = f"s4_{i}"
-        for attr in ("a_re", "a_im", "w_re", "w_im", "d"):
-            consts.append(c_float_array(f"{n}_{attr}", getattr(blk, attr)))
+        for attr in ("a_re", "a_im", "w_re", "w_im"):
+            consts.append(c_float_array(f"{n}_{attr}", ssm_table(getattr(blk, attr))))
+        consts.append(c_float_array(f"{n}_d", blk.d))
+        consts += weights(n, blk.out_conv, "_cw", "_cb")
         consts += [
-            c_float_array(f"{n}_cw", blk.out_conv.weight),
-            c_float_array(f"{n}_cb", blk.out_conv.bias),
             c_float_array(f"{n}_g", blk.norm.gamma),
             c_float_array(f"{n}_beta", blk.norm.beta),
         ]
@@ -173,12 +292,7 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
         )
         body.append("\n".join(code))
     d_out, k = plan.bb_out.shape[0], plan.num_classes
-    consts += [
-        c_float_array("bb_out_w", plan.bb_out.weight),
-        c_float_array("bb_out_b", plan.bb_out.bias),
-        c_float_array("cls_w", plan.classifier.weight),
-        c_float_array("cls_b", plan.classifier.bias),
-    ]
+    consts += weights("bb_out", plan.bb_out) + weights("cls", plan.classifier)
     scratch += [f"float dec[{d_out}];", f"float logits[{k}];"]
     body.append(
         f"    linear(S.x, {h}, bb_out_w, bb_out_b, S.dec, {d_out});\n"
@@ -186,9 +300,13 @@ def emit_fp32(plan: FloatPlan, out_dir: Path) -> CLibrary:
         f"    linear(S.dec, {d_out}, cls_w, cls_b, S.logits, {k});\n"
         f"    log_softmax(S.logits, log_probs, {k});"
     )
-    return write_library(
-        out_dir, _header(plan, "fp32", 0), _source(plan, consts, state, scratch, body)
-    )
+    header = _header(plan, "fp32", 0)
+    source = _source(plan, consts, state, scratch, body)
+    if vec:
+        header = header.replace("#endif /* EMG_MODEL_H */", STATE_ACCESS_DECL)
+        source = source.replace(KERNELS, f"\n#define EMG_PANEL {vector_width}\n" + VECTOR_KERNELS)
+        source += STATE_ACCESS
+    return write_library(out_dir, header, source)
 
 
 def _header(plan: FloatPlan, precision: str, is_int8: int) -> str:
