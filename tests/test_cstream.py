@@ -162,3 +162,33 @@ def test_bad_chunk_shape_is_rejected(cache: Path) -> None:
         engine.push(np.zeros((10, 16, 2), np.float32))
     with pytest.raises(ValueError, match="batch 1"):
         engine.push(np.zeros((10, 2, 2, 16), np.float32))
+
+
+@needs_cc
+def test_stream_cli_engine_choice(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    import io
+
+    from emg2qwerty_ssm.stream import open_engine, parse_args, stream
+
+    monkeypatch.setenv("EMG2QWERTY_SSM_CACHE", str(cache.parent / "cli_cache"))
+    notes: list[str] = []
+    model = tiny_model()
+    name, engine = open_engine(model, "auto", notes.append)
+    assert name == "c" and "compiled library" in notes[-1]
+    x = emg(96 * 20 + 7).numpy()
+    c_text, _ = stream(engine, x, 41, out=io.StringIO())
+    fused_name, fused = open_engine(tiny_model(), "fused", notes.append)
+    assert fused_name == "fused"
+    assert stream(fused, x, 41, out=io.StringIO())[0] == c_text
+    gru = paper_model("gru_s4_small")
+    assert open_engine(gru, "auto", notes.append)[0] == "fused"
+    assert "C engine unavailable" in notes[-1] and "GRUFrontend" in notes[-1]
+    with pytest.raises(UnsupportedModelError):
+        open_engine(gru, "c", notes.append)
+    assert parse_args(["model=tc_s4_small", "engine=c"]).engine == "c"
+    for bad, match in (
+        (["model=tc_s4_small", "engine=gpu"], "engine must be one of"),
+        (["model=tc_s4_small", "engine=c", "reference=true"], "reference=true"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            parse_args(bad)
