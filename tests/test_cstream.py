@@ -94,6 +94,27 @@ def test_streaming_equals_offline_for_any_chunk_length(name: str, frames: int, c
 
 
 @needs_cc
+@pytest.mark.parametrize(
+    ("vector_width", "group_frames", "fp_contract"), [(16, 4, "off"), (8, 3, "fast")]
+)
+def test_other_layouts_and_contraction_equal_offline(
+    vector_width: int, group_frames: int, fp_contract: str, cache: Path
+) -> None:
+    """Panel widths that pad the outputs, frame groups with a remainder (6 frames = 4 + 1 + 1
+    in TC_S4_small's first convolution), FMA contraction on and off."""
+    model = paper_model("tc_s4_small")
+    x = emg(96 * 8 + 50)
+    engine = CStreamEngine(
+        model,
+        cache=cache,
+        vector_width=vector_width,
+        group_frames=group_frames,
+        fp_contract=fp_contract,
+    )
+    np.testing.assert_allclose(stream(engine, x, 70), offline(model, x), atol=1e-5, rtol=0)
+
+
+@needs_cc
 def test_reset_and_two_streams_through_one_library(cache: Path) -> None:
     model = tiny_model()
     x, other = emg(96 * 12, seed=3), emg(96 * 12, seed=4)

@@ -65,7 +65,10 @@ INSTALL_HINT = (
 # -ffp-contract=fast lets the compiler fuse a*b+c into one FMA (one rounding instead of two):
 # measured within 1e-6 of the offline model on the paper's models and ~1.1-1.5x faster.
 BASE_CFLAGS = ("-O3", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared")
-DEFAULT_VECTOR_WIDTH = 32  # 4 AVX2 / 2 AVX-512 registers of accumulators per weight panel
+# Measured on an AVX-512 host (gcc 12, TC_S4_small / TC_S4_medium / S4_large): panels of 64
+# outputs and pairs of frames per weight pass beat 8/16/32 wide and groups of 1/4 (docs/speed.md).
+DEFAULT_VECTOR_WIDTH = 64
+DEFAULT_GROUP_FRAMES = 2
 
 
 def find_compiler() -> str | None:
@@ -122,9 +125,9 @@ class SharedLibrary:
     cflags: tuple[str, ...]
 
 
-def _generate(plan: FloatPlan, vector_width: int) -> tuple[str, str]:
+def _generate(plan: FloatPlan, vector_width: int, group_frames: int) -> tuple[str, str]:
     with tempfile.TemporaryDirectory(prefix="emg_cgen_") as tmp:
-        lib = emit_fp32(plan, Path(tmp), vector_width=vector_width)
+        lib = emit_fp32(plan, Path(tmp), vector_width=vector_width, group_frames=group_frames)
         return lib.header.read_text(), lib.source.read_text()
 
 
@@ -133,18 +136,23 @@ def build_shared_library(
     *,
     cache: Path | None = None,
     vector_width: int = DEFAULT_VECTOR_WIDTH,
+    group_frames: int = DEFAULT_GROUP_FRAMES,
     fp_contract: str = "fast",
     cc: str | None = None,
 ) -> SharedLibrary:
     """Generate the fp32 C of ``plan`` and return its shared library, compiling it only when
     the cache has none for this source, these flags, this compiler and this CPU."""
+    if vector_width < 2:
+        raise ValueError(
+            f"the host engine needs the SIMD layout (vector_width >= 2), got {vector_width}"
+        )
     if fp_contract not in ("fast", "off"):
         raise ValueError(f"fp_contract must be 'fast' or 'off', got {fp_contract!r}")
     cc = cc or find_compiler()
     if cc is None:
         raise ToolchainError(INSTALL_HINT)
     cflags = (*BASE_CFLAGS, *arch_flags(cc), f"-ffp-contract={fp_contract}")
-    header, source = _generate(plan, vector_width)
+    header, source = _generate(plan, vector_width, group_frames)
     digest = hashlib.sha256()
     for part in (header, source, " ".join(cflags), _compiler_identity(cc, arch_flags(cc))):
         digest.update(part.encode())
@@ -216,6 +224,7 @@ class CStreamEngine:
         *,
         cache: Path | None = None,
         vector_width: int = DEFAULT_VECTOR_WIDTH,
+        group_frames: int = DEFAULT_GROUP_FRAMES,
         fp_contract: str = "fast",
         cc: str | None = None,
     ) -> None:
@@ -233,7 +242,12 @@ class CStreamEngine:
         self.frame_shape = (plan.bands, plan.electrodes)
         self.classes = plan.num_classes
         self.library = build_shared_library(
-            plan, cache=cache, vector_width=vector_width, fp_contract=fp_contract, cc=cc
+            plan,
+            cache=cache,
+            vector_width=vector_width,
+            group_frames=group_frames,
+            fp_contract=fp_contract,
+            cc=cc,
         )
         self._lib = _load(self.library.path)
         self._state = np.zeros(self._lib.state_bytes, np.uint8)  # this stream's saved state

@@ -25,6 +25,7 @@ import numpy as np
 
 from emg2qwerty_ssm.export.cgen.csource import HEADER, CLibrary, c_float_array, write_library
 from emg2qwerty_ssm.export.cgen.plan import FloatPlan, Linear
+from emg2qwerty_ssm.export.cgen.simd_kernels import VECTOR_KERNELS
 
 KERNELS = r"""
 static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
@@ -84,72 +85,6 @@ static void log_softmax(const float *x, float *out, int n) {
 """
 
 
-VECTOR_KERNELS = r"""
-/* y = W x + b with W in panels of EMG_PANEL outputs: w[(p * n_in + i) * EMG_PANEL + j] is
- * W[p * EMG_PANEL + j][i], b padded to whole panels. The j loop is one SIMD multiply-add. */
-static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
-                   int n_out) {
-    for (int p = 0; p < n_out; p += EMG_PANEL) {
-        float acc[EMG_PANEL];
-        const float *wp = w + (long)p * n_in;
-        for (int j = 0; j < EMG_PANEL; ++j) acc[j] = b[p + j];
-        for (int i = 0; i < n_in; ++i) {
-            const float xi = x[i];
-            const float *wi = wp + (long)i * EMG_PANEL;
-            for (int j = 0; j < EMG_PANEL; ++j) acc[j] += wi[j] * xi;
-        }
-        const int rem = n_out - p < EMG_PANEL ? n_out - p : EMG_PANEL;
-        for (int j = 0; j < rem; ++j) y[p + j] = acc[j];
-    }
-}
-
-static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
-    float mean = 0.0f, var = 0.0f;
-    for (int i = 0; i < n; ++i) mean += x[i];
-    mean = mean / (float)n;
-    for (int i = 0; i < n; ++i) {
-        float d = x[i] - mean;
-        var += d * d;
-    }
-    var = var / (float)n;
-    float inv = 1.0f / sqrtf(var + eps);
-    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
-}
-
-static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
-
-static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-/* S4D recurrence, mode-major: s = [re (modes, H) | im (modes, H)]; the h loop vectorises and
- * y[h] sums the modes in order, as the scalar layout does. */
-static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
-                     const float *wi, const float *d, const float *u, float *y, int h_dim,
-                     int modes) {
-    float *sr = s, *si = s + (long)h_dim * modes;
-    for (int h = 0; h < h_dim; ++h) y[h] = 0.0f;
-    for (int m = 0; m < modes; ++m) {
-        const int base = m * h_dim;
-        for (int h = 0; h < h_dim; ++h) {
-            const float r = sr[base + h], i = si[base + h], uh = u[h];
-            const float nr = ar[base + h] * r - ai[base + h] * i + wr[base + h] * uh;
-            const float ni = ar[base + h] * i + ai[base + h] * r + wi[base + h] * uh;
-            sr[base + h] = nr;
-            si[base + h] = ni;
-            y[h] += nr;
-        }
-    }
-    for (int h = 0; h < h_dim; ++h) y[h] += d[h] * u[h];
-}
-
-static void log_softmax(const float *x, float *out, int n) {
-    float m = x[0], s = 0.0f;
-    for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-    for (int i = 0; i < n; ++i) s += expf(x[i] - m);
-    float ls = logf(s);
-    for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
-}
-"""
-
 STATE_ACCESS = """
 /* Host access to the recurrent state (save / restore a stream). */
 size_t emg_model_state_bytes(void) { return sizeof ST; }
@@ -174,15 +109,20 @@ def _panels(lin: Linear, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(w.reshape(-1, width, n_in).transpose(0, 2, 1)), b
 
 
-def emit_fp32(plan: FloatPlan, out_dir: Path, vector_width: int = 1) -> CLibrary:
+def emit_fp32(
+    plan: FloatPlan, out_dir: Path, vector_width: int = 1, group_frames: int = 4
+) -> CLibrary:
     """Write ``emg_model.h`` / ``emg_model.c`` of ``plan`` into ``out_dir``.
 
     ``vector_width``: 1 for the scalar microcontroller layout, 4..64 for output panels of
-    that many floats (SIMD hosts); see the module docstring.
+    that many floats (SIMD hosts); see the module docstring. ``group_frames``: frames per
+    weight pass of the SIMD layout's multi-frame products.
     """
     assert plan.bb_in and plan.bb_out and plan.classifier
     if vector_width != 1 and not 2 <= vector_width <= 64:
         raise ValueError(f"vector_width must be 1 or 2..64, got {vector_width}")
+    if not 1 <= group_frames <= 16:
+        raise ValueError(f"group_frames must be 1..16, got {group_frames}")
     vec = vector_width > 1
 
     def weights(name: str, lin: Linear, w_name: str = "_w", b_name: str = "_b") -> list[str]:
@@ -242,20 +182,32 @@ def emit_fp32(plan: FloatPlan, out_dir: Path, vector_width: int = 1) -> CLibrary
         frames //= k
         consts += weights(f"tc{i}", lin)
         scratch.append(f"float tc{i}[{frames * n_out}];")
-        body.append(
-            f"    for (int t = 0; t < {frames}; ++t) {{\n"
-            f"        linear({src} + t * {k * width}, {k * width}, tc{i}_w, tc{i}_b, S.tc{i} + t * {n_out}, {n_out});\n"
-            f"        for (int o = 0; o < {n_out}; ++o) S.tc{i}[t * {n_out} + o] = gelu(S.tc{i}[t * {n_out} + o]);\n"
-            f"    }}"
-        )
+        if vec:
+            body.append(
+                f"    linear_frames({src}, {frames}, {k * width}, {k * width}, tc{i}_w, tc{i}_b, S.tc{i}, {n_out}, {n_out});\n"
+                f"    for (int o = 0; o < {frames * n_out}; ++o) S.tc{i}[o] = gelu(S.tc{i}[o]);"
+            )
+        else:
+            body.append(
+                f"    for (int t = 0; t < {frames}; ++t) {{\n"
+                f"        linear({src} + t * {k * width}, {k * width}, tc{i}_w, tc{i}_b, S.tc{i} + t * {n_out}, {n_out});\n"
+                f"        for (int o = 0; o < {n_out}; ++o) S.tc{i}[t * {n_out} + o] = gelu(S.tc{i}[t * {n_out} + o]);\n"
+                f"    }}"
+            )
         src, width = f"S.tc{i}", n_out
     h = plan.bb_in.shape[0]
     consts += weights("bb_in", plan.bb_in)
-    scratch += [f"float x[{frames * h}];", f"float y[{h}];", f"float z[{2 * h}];"]
-    body.append(
-        f"    for (int t = 0; t < {frames}; ++t)\n"
-        f"        linear({src} + t * {width}, {width}, bb_in_w, bb_in_b, S.x + t * {h}, {h});"
-    )
+    group = max([blk.frames_in for blk in plan.blocks], default=1) if vec else 1
+    scratch += [f"float x[{frames * h}];", f"float y[{group * h}];", f"float z[{group * 2 * h}];"]
+    if vec:
+        body.append(
+            f"    linear_frames({src}, {frames}, {width}, {width}, bb_in_w, bb_in_b, S.x, {h}, {h});"
+        )
+    else:
+        body.append(
+            f"    for (int t = 0; t < {frames}; ++t)\n"
+            f"        linear({src} + t * {width}, {width}, bb_in_w, bb_in_b, S.x + t * {h}, {h});"
+        )
     modes = plan.blocks[0].a_re.shape[1] if plan.blocks else 1
     state = [f"float ssm[{max(len(plan.blocks), 1)}][{h * modes * 2}];"]
     for i, blk in enumerate(plan.blocks):
@@ -269,15 +221,26 @@ def emit_fp32(plan: FloatPlan, out_dir: Path, vector_width: int = 1) -> CLibrary
             c_float_array(f"{n}_beta", blk.norm.beta),
         ]
         fin, pool = blk.frames_in, blk.pool
-        code = [
-            f"    for (int t = 0; t < {fin}; ++t) {{",
-            f"        float *xt = S.x + t * {h};",
-            f"        ssm_step(ST.ssm[{i}], {n}_a_re, {n}_a_im, {n}_w_re, {n}_w_im, {n}_d, xt, S.y, {h}, {modes});",
-            f"        for (int c = 0; c < {h}; ++c) S.y[c] = gelu(S.y[c]);",
-            f"        linear(S.y, {h}, {n}_cw, {n}_cb, S.z, {2 * h});",
-            f"        for (int c = 0; c < {h}; ++c) xt[c] = S.z[c] * sigmoid(S.z[{h} + c]) + xt[c];",
-            "    }",
-        ]
+        code = (
+            [
+                f"    for (int t = 0; t < {fin}; ++t)",
+                f"        ssm_step(ST.ssm[{i}], {n}_a_re, {n}_a_im, {n}_w_re, {n}_w_im, {n}_d, S.x + t * {h}, S.y + t * {h}, {h}, {modes});",
+                f"    for (int c = 0; c < {fin * h}; ++c) S.y[c] = gelu(S.y[c]);",
+                f"    linear_frames(S.y, {fin}, {h}, {h}, {n}_cw, {n}_cb, S.z, {2 * h}, {2 * h});",
+                f"    for (int t = 0; t < {fin}; ++t)",
+                f"        for (int c = 0; c < {h}; ++c) S.x[t * {h} + c] += S.z[t * {2 * h} + c] * sigmoid(S.z[t * {2 * h} + {h} + c]);",
+            ]
+            if vec
+            else [
+                f"    for (int t = 0; t < {fin}; ++t) {{",
+                f"        float *xt = S.x + t * {h};",
+                f"        ssm_step(ST.ssm[{i}], {n}_a_re, {n}_a_im, {n}_w_re, {n}_w_im, {n}_d, xt, S.y, {h}, {modes});",
+                f"        for (int c = 0; c < {h}; ++c) S.y[c] = gelu(S.y[c]);",
+                f"        linear(S.y, {h}, {n}_cw, {n}_cb, S.z, {2 * h});",
+                f"        for (int c = 0; c < {h}; ++c) xt[c] = S.z[c] * sigmoid(S.z[{h} + c]) + xt[c];",
+                "    }",
+            ]
+        )
         if pool > 1:
             code += [
                 f"    for (int t = 0; t < {fin // pool}; ++t)",
@@ -304,7 +267,8 @@ def emit_fp32(plan: FloatPlan, out_dir: Path, vector_width: int = 1) -> CLibrary
     source = _source(plan, consts, state, scratch, body)
     if vec:
         header = header.replace("#endif /* EMG_MODEL_H */", STATE_ACCESS_DECL)
-        source = source.replace(KERNELS, f"\n#define EMG_PANEL {vector_width}\n" + VECTOR_KERNELS)
+        defines = f"\n#define EMG_PANEL {vector_width}\n#define EMG_GROUP {group_frames}\n"
+        source = source.replace(KERNELS, defines + VECTOR_KERNELS)
         source += STATE_ACCESS
     return write_library(out_dir, header, source)
 

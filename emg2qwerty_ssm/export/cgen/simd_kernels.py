@@ -1,0 +1,107 @@
+"""C kernels of the fp32 library's SIMD host layout (``emit_fp32(..., vector_width > 1)``).
+
+Plain C99 loops written so that ``gcc -O3`` vectorises them without reassociating any sum:
+the innermost loop of a product runs over ``EMG_PANEL`` independent outputs, the S4D
+recurrence over channels. The generated source defines ``EMG_PANEL`` and ``EMG_GROUP``.
+"""
+
+# ruff: noqa: E501  (lines of C)
+
+VECTOR_KERNELS = r"""
+/* y = W x + b with W in panels of EMG_PANEL outputs: w[(p * n_in + i) * EMG_PANEL + j] is
+ * W[p * EMG_PANEL + j][i], b padded to whole panels. The j loop is one SIMD multiply-add. */
+static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
+                   int n_out) {
+    for (int p = 0; p < n_out; p += EMG_PANEL) {
+        float acc[EMG_PANEL];
+        const float *wp = w + (long)p * n_in;
+        for (int j = 0; j < EMG_PANEL; ++j) acc[j] = b[p + j];
+        for (int i = 0; i < n_in; ++i) {
+            const float xi = x[i];
+            const float *wi = wp + (long)i * EMG_PANEL;
+            for (int j = 0; j < EMG_PANEL; ++j) acc[j] += wi[j] * xi;
+        }
+        const int rem = n_out - p < EMG_PANEL ? n_out - p : EMG_PANEL;
+        for (int j = 0; j < rem; ++j) y[p + j] = acc[j];
+    }
+}
+
+/* linear() of EMG_GROUP frames at once (x rows x_step apart, y rows y_step apart): each
+ * panel row of W is loaded once for the group, so the weights stream from memory once per
+ * step instead of once per frame. Per output the same sum in the same order. */
+static void linear_group(const float *x, int x_step, int n_in, const float *w, const float *b,
+                         float *y, int y_step, int n_out) {
+    for (int p = 0; p < n_out; p += EMG_PANEL) {
+        float acc[EMG_GROUP][EMG_PANEL];
+        const float *wp = w + (long)p * n_in;
+        for (int f = 0; f < EMG_GROUP; ++f)
+            for (int j = 0; j < EMG_PANEL; ++j) acc[f][j] = b[p + j];
+        for (int i = 0; i < n_in; ++i) {
+            const float *wi = wp + (long)i * EMG_PANEL;
+            for (int f = 0; f < EMG_GROUP; ++f) {
+                const float xi = x[(long)f * x_step + i];
+                for (int j = 0; j < EMG_PANEL; ++j) acc[f][j] += wi[j] * xi;
+            }
+        }
+        const int rem = n_out - p < EMG_PANEL ? n_out - p : EMG_PANEL;
+        for (int f = 0; f < EMG_GROUP; ++f)
+            for (int j = 0; j < rem; ++j) y[(long)f * y_step + p + j] = acc[f][j];
+    }
+}
+
+/* frames x linear(): groups of EMG_GROUP frames, then one frame at a time. */
+static void linear_frames(const float *x, int frames, int x_step, int n_in, const float *w,
+                          const float *b, float *y, int y_step, int n_out) {
+    int f = 0;
+    for (; f + EMG_GROUP <= frames; f += EMG_GROUP)
+        linear_group(x + (long)f * x_step, x_step, n_in, w, b, y + (long)f * y_step, y_step,
+                     n_out);
+    for (; f < frames; ++f) linear(x + (long)f * x_step, n_in, w, b, y + (long)f * y_step, n_out);
+}
+
+static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
+    float mean = 0.0f, var = 0.0f;
+    for (int i = 0; i < n; ++i) mean += x[i];
+    mean = mean / (float)n;
+    for (int i = 0; i < n; ++i) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var = var / (float)n;
+    float inv = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
+}
+
+static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+
+static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* S4D recurrence, mode-major: s = [re (modes, H) | im (modes, H)]; the h loop vectorises and
+ * y[h] sums the modes in order, as the scalar layout does. */
+static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
+                     const float *wi, const float *d, const float *u, float *y, int h_dim,
+                     int modes) {
+    float *sr = s, *si = s + (long)h_dim * modes;
+    for (int h = 0; h < h_dim; ++h) y[h] = 0.0f;
+    for (int m = 0; m < modes; ++m) {
+        const int base = m * h_dim;
+        for (int h = 0; h < h_dim; ++h) {
+            const float r = sr[base + h], i = si[base + h], uh = u[h];
+            const float nr = ar[base + h] * r - ai[base + h] * i + wr[base + h] * uh;
+            const float ni = ar[base + h] * i + ai[base + h] * r + wi[base + h] * uh;
+            sr[base + h] = nr;
+            si[base + h] = ni;
+            y[h] += nr;
+        }
+    }
+    for (int h = 0; h < h_dim; ++h) y[h] += d[h] * u[h];
+}
+
+static void log_softmax(const float *x, float *out, int n) {
+    float m = x[0], s = 0.0f;
+    for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+    for (int i = 0; i < n; ++i) s += expf(x[i] - m);
+    float ls = logf(s);
+    for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
+}
+"""
