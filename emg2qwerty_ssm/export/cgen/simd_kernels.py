@@ -78,19 +78,23 @@ static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* S4D recurrence, mode-major: s = [re (modes, H) | im (modes, H)]; the h loop vectorises and
  * y[h] sums the modes in order, as the scalar layout does. */
-static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
-                     const float *wi, const float *d, const float *u, float *y, int h_dim,
-                     int modes) {
-    float *sr = s, *si = s + (long)h_dim * modes;
+static void ssm_step(float *restrict s, const float *restrict ar, const float *restrict ai,
+                     const float *restrict wr, const float *restrict wi,
+                     const float *restrict d, const float *restrict u, float *restrict y,
+                     int h_dim, int modes) {
     for (int h = 0; h < h_dim; ++h) y[h] = 0.0f;
     for (int m = 0; m < modes; ++m) {
-        const int base = m * h_dim;
+        const long base = (long)m * h_dim;
+        float *restrict sr = s + base;
+        float *restrict si = s + (long)modes * h_dim + base;
+        const float *restrict a_r = ar + base, *restrict a_i = ai + base;
+        const float *restrict w_r = wr + base, *restrict w_i = wi + base;
         for (int h = 0; h < h_dim; ++h) {
-            const float r = sr[base + h], i = si[base + h], uh = u[h];
-            const float nr = ar[base + h] * r - ai[base + h] * i + wr[base + h] * uh;
-            const float ni = ar[base + h] * i + ai[base + h] * r + wi[base + h] * uh;
-            sr[base + h] = nr;
-            si[base + h] = ni;
+            const float r = sr[h], i = si[h], uh = u[h];
+            const float nr = a_r[h] * r - a_i[h] * i + w_r[h] * uh;
+            const float ni = a_r[h] * i + a_i[h] * r + w_i[h] * uh;
+            sr[h] = nr;
+            si[h] = ni;
             y[h] += nr;
         }
     }
