@@ -95,13 +95,14 @@ def test_streaming_equals_offline_for_any_chunk_length(name: str, frames: int, c
 
 @needs_cc
 @pytest.mark.parametrize(
-    ("vector_width", "group_frames", "fp_contract"), [(16, 4, "off"), (8, 3, "fast")]
+    ("vector_width", "group_frames", "fp_contract", "inline"),
+    [(16, 4, "off", False), (8, 3, "fast", True)],
 )
 def test_other_layouts_and_contraction_equal_offline(
-    vector_width: int, group_frames: int, fp_contract: str, cache: Path
+    vector_width: int, group_frames: int, fp_contract: str, inline: bool, cache: Path
 ) -> None:
     """Panel widths that pad the outputs, frame groups with a remainder (6 frames = 4 + 1 + 1
-    in TC_S4_small's first convolution), FMA contraction on and off."""
+    in TC_S4_small's first convolution), FMA contraction on and off, libm or inline GELU."""
     model = paper_model("tc_s4_small")
     x = emg(96 * 8 + 50)
     engine = CStreamEngine(
@@ -110,6 +111,7 @@ def test_other_layouts_and_contraction_equal_offline(
         vector_width=vector_width,
         group_frames=group_frames,
         fp_contract=fp_contract,
+        inline_activations=inline,
     )
     np.testing.assert_allclose(stream(engine, x, 70), offline(model, x), atol=1e-5, rtol=0)
 

@@ -25,7 +25,11 @@ import numpy as np
 
 from emg2qwerty_ssm.export.cgen.csource import HEADER, CLibrary, c_float_array, write_library
 from emg2qwerty_ssm.export.cgen.plan import FloatPlan, Linear
-from emg2qwerty_ssm.export.cgen.simd_kernels import VECTOR_KERNELS
+from emg2qwerty_ssm.export.cgen.simd_kernels import (
+    INLINE_ACTIVATIONS,
+    LIBM_ACTIVATIONS,
+    VECTOR_KERNELS,
+)
 
 KERNELS = r"""
 static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
@@ -110,13 +114,20 @@ def _panels(lin: Linear, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def emit_fp32(
-    plan: FloatPlan, out_dir: Path, vector_width: int = 1, group_frames: int = 4
+    plan: FloatPlan,
+    out_dir: Path,
+    vector_width: int = 1,
+    group_frames: int = 4,
+    inline_activations: bool = False,
 ) -> CLibrary:
     """Write ``emg_model.h`` / ``emg_model.c`` of ``plan`` into ``out_dir``.
 
     ``vector_width``: 1 for the scalar microcontroller layout, 4..64 for output panels of
     that many floats (SIMD hosts); see the module docstring. ``group_frames``: frames per
-    weight pass of the SIMD layout's multi-frame products.
+    weight pass of the SIMD layout's multi-frame products. ``inline_activations`` (SIMD
+    layout only): GELU and sigmoid from vectorisable inline erf / exp approximations instead
+    of libm's ``erff`` / ``expf`` (``cgen/simd_kernels.py``; different last bits, measured
+    within 1e-5 of the model).
     """
     assert plan.bb_in and plan.bb_out and plan.classifier
     if vector_width != 1 and not 2 <= vector_width <= 64:
@@ -268,7 +279,9 @@ def emit_fp32(
     if vec:
         header = header.replace("#endif /* EMG_MODEL_H */", STATE_ACCESS_DECL)
         defines = f"\n#define EMG_PANEL {vector_width}\n#define EMG_GROUP {group_frames}\n"
-        source = source.replace(KERNELS, defines + VECTOR_KERNELS)
+        activations = INLINE_ACTIVATIONS if inline_activations else LIBM_ACTIVATIONS
+        kernels = VECTOR_KERNELS.replace("/* EMG_ACTIVATIONS */\n", activations)
+        source = source.replace(KERNELS, defines + kernels)
         source += STATE_ACCESS
     return write_library(out_dir, header, source)
 
