@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_streaming.py \
         [--models tc_s4_small tc_s4_medium s4_large gru_s4_small egru_s4_small] \
-        [--chunk-ms 48] [--seconds 10] [--repeats 3] [--no-c]
+        [--chunk-ms 48] [--seconds 10] [--repeats 3] [--no-c] [--c-ablation]
 
 For each model (random weights, eval mode) a synthetic 2 kHz session of ``--seconds`` is fed
 chunk by chunk; each repeat times, back to back, today's implementation (reference mode,
@@ -14,6 +14,8 @@ and the largest difference from today's log-probabilities. The C library is buil
 from the cache) before the timing; the build time is printed. Models the C generator does not
 support (GRU / EGRU front-ends) show "n/a" in the C columns; they have no separate reference
 front-end either, so their ratio shows what the backbone's speed-up is worth.
+``--c-ablation`` then times C builds that each undo one choice of the default build (panel
+width, frame groups, FMA contraction, inline GELU / sigmoid).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-c", action="store_true", help="skip the compiled C engine")
+    parser.add_argument("--c-ablation", action="store_true", help="time C build variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chunk = int(round(args.chunk_ms * 2))  # 2 kHz
@@ -139,7 +142,50 @@ def main() -> None:
             f"{ref_mean / fast_mean:>8.2f}{diff:>11.2e}" + c_cols,
             flush=True,
         )
+    if args.c_ablation:
+        ablation(args, chunk)
     print(machine_line())
+
+
+C_VARIANTS = {
+    "default (64, 2, fma, inline)": {},
+    "libm erff/expf": {"inline_activations": False},
+    "-ffp-contract=off": {"fp_contract": "off"},
+    "1 frame per pass": {"group_frames": 1},
+    "panels of 32": {"vector_width": 32},
+    "panels of 16": {"vector_width": 16},
+}
+
+
+def ablation(args: argparse.Namespace, chunk: int) -> None:
+    """Real-time factor of C build variants, interleaved round by round (best of repeats)."""
+    print("C build variants: RTF (best run of --repeats, interleaved) and max |diff| to offline")
+    for name in args.models:
+        model = paper_model(name)
+        engines = {}
+        for label, options in C_VARIANTS.items():
+            try:
+                engines[label] = CStreamEngine(model, **options)
+            except (ToolchainError, UnsupportedModelError):
+                break
+        if not engines:
+            continue
+        torch.manual_seed(1)
+        x = torch.randn(int(args.seconds * 2000), 1, 2, 16)
+        with torch.no_grad():
+            ref = model(x)[:, 0].numpy()
+        x_np = np.ascontiguousarray(x[:, 0].numpy())
+        best = dict.fromkeys(engines, float("inf"))
+        diff = dict.fromkeys(engines, 0.0)
+        for _ in range(args.repeats):
+            for label, engine in engines.items():
+                lat, out = stream_c(engine, x_np, chunk)
+                best[label] = min(best[label], sum(lat))
+                diff[label] = float(np.abs(out - ref[: len(out)]).max())
+        cells = ", ".join(
+            f"{label}: {args.seconds / best[label]:.0f}x ({diff[label]:.1e})" for label in engines
+        )
+        print(f"{name}: {cells}", flush=True)
 
 
 if __name__ == "__main__":
