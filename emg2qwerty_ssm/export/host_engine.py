@@ -63,7 +63,8 @@ INSTALL_HINT = (
     "or stream with engine=fused"
 )
 # -ffp-contract=fast lets the compiler fuse a*b+c into one FMA (one rounding instead of two):
-# measured within 1e-6 of the offline model on the paper's models and ~1.1-1.5x faster.
+# measured within 1.4e-6 of the offline model on the paper's models, like "off"; its speed
+# difference was within the noise of a loaded machine (docs/speed.md).
 BASE_CFLAGS = ("-O3", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared")
 # Measured on an AVX-512 host (gcc 12, TC_S4_small / TC_S4_medium / S4_large): panels of 64
 # outputs and pairs of frames per weight pass beat 8/16/32 wide and groups of 1/4 (docs/speed.md).
