@@ -178,7 +178,8 @@ def open_engine(model: EMGModel, engine: str, note: Callable[[str], None]) -> tu
     """The streamer for ``engine`` (auto|c|fused|torch) and the name of the engine that runs.
 
     ``auto`` tries the compiled C engine and falls back to ``fused`` with a ``note`` when no C
-    compiler is found or the model has a block the C generator lacks; ``c`` raises instead.
+    compiler is found, the model has a block the C generator lacks, the build fails or the
+    cache cannot be written; ``c`` raises instead.
     """
     if engine in ("auto", "c"):
         from emg2qwerty_ssm.export.host_engine import (
@@ -194,7 +195,8 @@ def open_engine(model: EMGModel, engine: str, note: Callable[[str], None]) -> tu
             how = "compiled" if lib.compiled else "cached"
             note(f"C engine: {how} library {lib.path} ({time.perf_counter() - t0:.1f} s)")
             return "c", c_engine
-        except (ToolchainError, UnsupportedModelError) as err:
+        except (ToolchainError, UnsupportedModelError, RuntimeError, OSError) as err:
+            # no compiler, a block the generator lacks, a failed build or an unwritable cache
             if engine == "c":
                 raise
             note(f"C engine unavailable, streaming with the fused engine: {err}")
@@ -262,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         engine_name, streamer = open_engine(model, "torch" if args.reference else args.engine, note)
-    except (RuntimeError, ValueError) as err:  # engine=c unavailable: no compiler / block
+    except (RuntimeError, ValueError, OSError) as err:  # engine=c unavailable: say why
         print(f"error: engine={args.engine}: {err}", file=sys.stderr)
         return 2
     path = "reference" if args.reference else "fast"
