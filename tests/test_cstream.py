@@ -215,3 +215,14 @@ def test_stream_cli_engine_choice(monkeypatch: pytest.MonkeyPatch, cache: Path) 
     ):
         with pytest.raises(ValueError, match=match):
             parse_args(bad)
+
+
+def test_failed_build_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    import shutil
+
+    failing = shutil.which("false")
+    if failing is None:
+        pytest.skip("needs the 'false' command")
+    with pytest.raises(RuntimeError, match="building the C streaming engine failed"):
+        build_shared_library(build_plan(tiny_model()), cache=tmp_path, cc=failing)
+    assert list(tmp_path.iterdir()) == []  # no library, no half-built temp directory
