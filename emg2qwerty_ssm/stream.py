@@ -15,7 +15,7 @@ engines (``engine=``):
 
 ``auto`` (default) takes ``c`` when a C compiler is found and the C generator supports the
 model, else ``fused`` with a printed note; ``engine=c`` fails with the reason instead. The
-first printed line names the engine that runs. Each chunk's log-probabilities go to the
+header line names the engine that runs. Each chunk's log-probabilities go to the
 greedy CTC decoder and every new character is printed at once. At the end: the decoded text,
 the prompted text where the session has one, and the per-chunk latency p50 / p99 and real-
 time factor. ``checkpoint=`` loads trained weights (its own model config wins over
