@@ -14,9 +14,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, linear_cost, pool_cost, trainable_params
 
 
 class SparseReLU(nn.Module):
@@ -163,61 +163,29 @@ class RotationInvariantEncoder(StreamingModule):
         rot = len(self.offsets)
         costs = []
         if self.stride > 1:
-            costs.append(
-                BlockCost(
-                    "pool",
-                    "pool",
-                    0,
-                    input_rate_hz,
-                    rate,
-                    other_ops_per_s=input_rate_hz * self.in_features,
-                    state_size=(self.stride - 1) * self.in_features,
-                )
-            )
+            costs.append(pool_cost("pool", input_rate_hz, self.stride, self.in_features))
         for b, band_mlp in enumerate(self.mlps):
             mlp = cast(BandMLP, band_mlp)
             for j, (linear, feature_norm) in enumerate(
                 zip(mlp.linear_layers, mlp.norms, strict=True)
             ):
                 lin, norm = cast(nn.Linear, linear), cast(_FeatureNorm, feature_norm)
-                name = f"mlps.{b}.linear_layers.{j}"
-                costs.append(
-                    BlockCost(
-                        name,
-                        "linear",
-                        _params(lin),
-                        rate,
-                        rate,
-                        weight_macs_per_s=rot * rate * lin.in_features * lin.out_features,
-                    )
-                )
+                costs.append(linear_cost(f"mlps.{b}.linear_layers.{j}", lin, rate, copies=rot))
                 # LayerNorm: 2 ops per element; BatchNorm folds into the Linear
-                # (docs/models.md#cost-convention)
+                # (docs/models.md#cost-convention); "none" is still listed (0 params)
                 ops = 2 * lin.out_features * rot * rate if norm.kind == "layernorm" else 0.0
                 costs.append(
                     BlockCost(
-                        f"mlps.{b}.norms.{j}",
-                        "norm",
-                        _params(norm),
-                        rate,
-                        rate,
+                        f"mlps.{b}.norms.{j}", "norm", trainable_params(norm), rate, rate,
                         other_ops_per_s=ops,
                     )
-                )
+                )  # fmt: skip
             if rot > 1:
                 feats = self.mlp_features[-1]
                 costs.append(
                     BlockCost(
-                        f"mlps.{b}.rotation_pool",
-                        "pool",
-                        0,
-                        rate,
-                        rate,
+                        f"mlps.{b}.rotation_pool", "pool", 0, rate, rate,
                         other_ops_per_s=rot * feats * rate,
                     )
-                )
+                )  # fmt: skip
         return costs
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

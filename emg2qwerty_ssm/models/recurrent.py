@@ -19,8 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import (
+    BlockCost,
+    linear_cost,
+    norm_cost,
+    pool_cost,
+    trainable_params,
+)
 from emg2qwerty_ssm.models.s4d import TiedDropout
 
 _REDUCTIONS = ("mean", "last")
@@ -229,17 +235,7 @@ class _BlockReducedRecurrent(StreamingModule):
         h, c_in = self.d_hidden, self.in_features
         costs = []
         if self.mean_pooling > 1:
-            costs.append(
-                BlockCost(
-                    "pool",
-                    "pool",
-                    0,
-                    input_rate_hz,
-                    step_rate,
-                    other_ops_per_s=c_in * input_rate_hz,
-                    state_size=(self.mean_pooling - 1) * c_in,
-                )
-            )
+            costs.append(pool_cost("pool", input_rate_hz, self.mean_pooling, c_in))
         state = self._state_floats()
         costs.append(
             BlockCost(
@@ -256,26 +252,11 @@ class _BlockReducedRecurrent(StreamingModule):
                 **self._recurrent_cost_extra(step_rate),
             )
         )
-        if isinstance(self.linear, nn.Linear):
-            costs.append(
-                BlockCost(
-                    "linear",
-                    "linear",
-                    h * self.out_features + self.out_features,
-                    step_rate,
-                    out_rate,
-                    weight_macs_per_s=h * self.out_features * out_rate,
-                )
-            )
-        norm_params = sum(p.numel() for p in self.norm.parameters())
-        if norm_params:
-            # BatchNorm folds into the Linear in inference; LayerNorm costs 2 per element.
-            is_bn = isinstance(self.norm, nn.BatchNorm1d)
-            other = 0.0 if is_bn else 2 * self.out_features * out_rate
-            costs.append(
-                BlockCost("norm", "norm", norm_params, out_rate, out_rate, other_ops_per_s=other)
-            )
-        return costs
+        if isinstance(self.linear, nn.Linear):  # applied once per output block
+            costs.append(linear_cost("linear", self.linear, step_rate, output_rate_hz=out_rate))
+        # BatchNorm folds into the Linear in inference; LayerNorm costs 2 per element.
+        norm = norm_cost("norm", self.norm, out_rate, self.out_features)
+        return costs + ([norm] if norm else [])
 
     def _state_floats(self) -> int:
         """Floats per stream carried between steps: recurrent state plus the block sum."""
@@ -306,7 +287,7 @@ class GRUFrontend(_BlockReducedRecurrent):
         return torch.zeros(1, batch_size, self.d_hidden, device=device, dtype=dtype)
 
     def _recurrent_params(self) -> int:
-        return sum(p.numel() for p in self.rnn.parameters())
+        return trainable_params(self.rnn)
 
 
 class SpikeFunction(torch.autograd.Function):

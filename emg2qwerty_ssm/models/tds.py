@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, trainable_params
 
 
 class SpectrogramNorm(nn.Module):
@@ -143,8 +143,8 @@ class SpectrogramMLPEncoder(StreamingModule):
         r = input_rate_hz
         bands, _, _ = self.input_shape
         n_rot = len(self.offsets)
-        norm_params = sum(p.numel() for p in self.spec_norm.parameters())
-        mlp_params = sum(p.numel() for p in self.mlp.parameters())
+        norm_params = trainable_params(self.spec_norm)
+        mlp_params = trainable_params(self.mlp)
         sizes = [self.in_features // bands, *self.mlp_features]
         macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         return [
@@ -282,7 +282,7 @@ class TDSConvBackbone(StreamingModule):
         f = self.in_features
         costs = []
         for j, block in enumerate(self.tds_conv_blocks):
-            params = sum(p.numel() for p in block.parameters())
+            params = trainable_params(block)
             if isinstance(block, TDSConv2dBlock):
                 c, w, k = block.channels, block.width, block.kernel_width
                 costs.append(
