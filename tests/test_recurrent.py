@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from egru_reference import egru_scan_reference
 from hydra import compose, initialize_config_dir
 from torch import nn
 
@@ -18,7 +19,6 @@ from emg2qwerty_ssm.models.recurrent import (
     GRUFrontend,
     SpikeFunction,
     activity_rates,
-    egru_scan_reference,
     gru_cell,
     reset_activity,
 )

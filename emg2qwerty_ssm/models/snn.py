@@ -30,6 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from emg2qwerty_ssm.models.activity import (  # noqa: F401 (re-exported)
+    activity_metrics,
+    regularization_loss,
+    reset_activity,
+)
 from emg2qwerty_ssm.models.base import State, StreamingModule
 from emg2qwerty_ssm.models.cost import BlockCost, norm_cost, trainable_params
 from emg2qwerty_ssm.models.snn_layers import BlockBatchNorm1d, LIFNeurons, SynapseFilter
@@ -321,31 +326,3 @@ class SNNFrontend(StreamingModule):
             )
         )  # fmt: skip
         return costs
-
-
-# -- model-wide helpers (duck-typed: any stage with these methods takes part) ------------------
-def reset_activity(model: nn.Module) -> None:
-    """Forget the activity statistics of every event-based stage (SNN, EGRU) in ``model``."""
-    for module in model.modules():
-        if module is not model and callable(getattr(module, "reset_activity", None)):
-            module.reset_activity()
-
-
-def regularization_loss(model: nn.Module) -> torch.Tensor | None:
-    """Sum of the stages' activity regularisers of the last forward (None if there are none)."""
-    terms = []
-    for module in model.modules():
-        fn = getattr(module, "regularization_loss", None)
-        if module is not model and callable(fn) and (value := fn()) is not None:
-            terms.append(value)
-    return torch.stack(terms).sum() if terms else None
-
-
-def activity_metrics(model: nn.Module) -> dict[str, float]:
-    """``{"<module>/<metric>": value}`` from every stage's ``activity_metrics()``."""
-    out: dict[str, float] = {}
-    for name, module in model.named_modules():
-        fn = getattr(module, "activity_metrics", None)
-        if module is not model and callable(fn):
-            out.update({f"{name}/{k}": v for k, v in fn().items()})
-    return out
