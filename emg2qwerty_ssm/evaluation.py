@@ -6,6 +6,6 @@ shared with the Lightning module.
 
 from __future__ import annotations
 
-from emg2qwerty_ssm.scoring import all_cores, evaluate_loader, torch_threads
+from emg2qwerty_ssm.scoring import evaluate_loader
 
-__all__ = ["all_cores", "evaluate_loader", "torch_threads"]
+__all__ = ["evaluate_loader"]

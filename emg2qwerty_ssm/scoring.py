@@ -10,9 +10,7 @@ accumulates the edit counts.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,20 +104,6 @@ def compute_cer(metric: CharacterErrorRates) -> dict[str, float] | None:
 # ----------------------------------------------------------------------------- a whole split
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op threads (None: unchanged), restored after."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def evaluate_loader(
     model: EMGModel,
@@ -127,7 +111,6 @@ def evaluate_loader(
     decoder: BatchDecoder,
     device: torch.device | str = "cpu",
     texts: list[tuple[str, str]] | None = None,
-    threads: int | None = None,
 ) -> dict[str, float] | None:
     """Decode every batch of ``loader`` with ``model`` in eval mode.
 
@@ -139,9 +122,9 @@ def evaluate_loader(
     :mod:`emg2qwerty_ssm.datamodule`). Batches are ``WindowedEMGDataset.collate`` dicts (inputs
     ``(T, N, ...)``). Each window is a separate forward pass, i.e. starts from zero recurrent
     state. Returns None when the loader holds no target characters. ``texts``, if given,
-    receives each item's ``(prediction, target)`` texts in loader order. ``threads``: torch
-    intra-op threads for this evaluation (``os.cpu_count()`` for all cores), restored after;
-    None leaves the process setting (docs/compute.md#evaluation-threads has the measurement).
+    receives each item's ``(prediction, target)`` texts in loader order. Runs with the
+    process's torch threads: more threads for evaluation alone did not pay on the project's
+    2-core machine (docs/compute.md#evaluation-threads, benchmarks/bench_eval_threads.py).
     """
     was_training = model.training
     model.eval()
@@ -149,29 +132,19 @@ def evaluate_loader(
     metric = CharacterErrorRates(sync_on_compute=False)
     seen = 0  # windows before this batch (the loader is sequential): names a bad session
     try:
-        with torch_threads(threads):
-            for batch in loader:
-                emissions = model(batch["inputs"].to(device))  # (T', N, 99)
-                _check_finite(emissions, loader, seen)
-                seen += emissions.shape[1]
-                lengths = model.emission_lengths(batch["input_lengths"])
-                lengths = lengths.clamp(max=emissions.shape[0])
-                pairs = decode_and_score(
-                    decoder, metric, emissions, lengths, batch["targets"], batch["target_lengths"]
-                )
-                if texts is not None:
-                    texts.extend(pairs)
+        for batch in loader:
+            emissions = model(batch["inputs"].to(device))  # (T', N, 99)
+            _check_finite(emissions, loader, seen)
+            seen += emissions.shape[1]
+            lengths = model.emission_lengths(batch["input_lengths"]).clamp(max=emissions.shape[0])
+            pairs = decode_and_score(
+                decoder, metric, emissions, lengths, batch["targets"], batch["target_lengths"]
+            )
+            if texts is not None:
+                texts.extend(pairs)
     finally:
         model.train(was_training)
     return compute_cer(metric)
-
-
-def all_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _window_source(loader: Any, index: int) -> str:
