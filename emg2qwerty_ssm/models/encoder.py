@@ -101,10 +101,11 @@ class BandMLP(nn.Module):
         pooling: str = "mean",
     ):
         super().__init__()
+        name = type(self).__name__
         if len(mlp_features) == 0:
-            raise ValueError("mlp_features must list at least one layer size")
+            raise ValueError(f"{name}: mlp_features must list at least one layer size")
         if pooling not in ("mean", "max"):
-            raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+            raise ValueError(f"{name}: pooling must be 'mean' or 'max', got {pooling!r}")
         sizes = [in_features, *mlp_features]
         self.linear_layers = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False)

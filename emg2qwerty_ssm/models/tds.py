@@ -65,10 +65,6 @@ class RotationInvariantMLP(BandMLP):
         pooling: str = "mean",
         offsets: Sequence[int] = (-1, 0, 1),
     ) -> None:
-        if len(mlp_features) == 0:
-            raise ValueError("RotationInvariantMLP: mlp_features must not be empty")
-        if pooling not in ("mean", "max"):
-            raise ValueError(f"RotationInvariantMLP: pooling must be mean or max, got {pooling!r}")
         super().__init__(in_features, mlp_features, "none", "relu", offsets, pooling)
         self.register_state_dict_post_hook(_to_emg2qwerty_names)
         self.register_load_state_dict_pre_hook(_from_emg2qwerty_names)
