@@ -11,8 +11,8 @@ from egru_reference import egru_scan_reference
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from emg2qwerty_ssm.cost import model_card
 from emg2qwerty_ssm.models import build_model
+from emg2qwerty_ssm.models.cost import model_card
 from emg2qwerty_ssm.models.recurrent import (
     EGRUFrontend,
     EGRUScan,

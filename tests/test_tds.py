@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from emg2qwerty_ssm.cost import flop_counter_weight_macs, model_card
 from emg2qwerty_ssm.models import build_model
+from emg2qwerty_ssm.models.cost import flop_counter_weight_macs, model_card
 from emg2qwerty_ssm.models.tds import (
     SpectrogramMLPEncoder,
     TDSConv2dBlock,
