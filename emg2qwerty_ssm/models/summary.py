@@ -14,8 +14,12 @@ __all__ = ["compose_model_config", "layer_table", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The model card with one row per layer (``blocks=true``)."""
-    return _card_main(argv, blocks=True)
+    """The model card with one row per layer (``blocks=true``); no arguments: usage, exit 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(__doc__)
+        return 2
+    return _card_main(args, blocks=True)
 
 
 if __name__ == "__main__":
