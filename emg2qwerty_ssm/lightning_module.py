@@ -12,6 +12,8 @@
   every rank sees the same non-finite values and skips together.
 - Validation: ``val`` (4 s windows, ``val/CER``...) and ``val_continuous`` (80 s chunks,
   ``val_continuous/CER``...); each loader has its own :class:`CharacterErrorRates`.
+- Decoding and scoring go through :mod:`emg2qwerty_ssm.scoring`, the same path as the final
+  evaluation of a split.
 """
 
 from __future__ import annotations
