@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from emg2qwerty_ssm.models.recurrent import (
     EGRUFrontend,
     EGRUScan,
     GRUFrontend,
-    egru_scan_reference,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from egru_reference import egru_scan_reference  # noqa: E402 (test-only reference loop)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -12,6 +12,8 @@
   every rank sees the same non-finite values and skips together.
 - Validation: ``val`` (4 s windows, ``val/CER``...) and ``val_continuous`` (80 s chunks,
   ``val_continuous/CER``...); each loader has its own :class:`CharacterErrorRates`.
+- Decoding and scoring go through :mod:`emg2qwerty_ssm.scoring`, the same path as the final
+  evaluation of a split.
 """
 
 from __future__ import annotations
@@ -21,15 +23,27 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from emg2qwerty_ssm.charset import charset
-from emg2qwerty_ssm.data import LabelData
-from emg2qwerty_ssm.models.snn import activity_metrics, regularization_loss
+from emg2qwerty_ssm.decoding.base import BatchDecoder
+from emg2qwerty_ssm.metrics import CharacterErrorRates
+from emg2qwerty_ssm.models.activity import activity_metrics, regularization_loss
+from emg2qwerty_ssm.models.model import EMGModel
+from emg2qwerty_ssm.scoring import compute_cer, decode_and_score, decoder_name, default_decoder
+
+# compute_cer, decode_and_score, decoder_name: re-exported (their old import location)
+__all__ = [
+    "CHECKPOINT_MARKER",
+    "VAL_STREAMS",
+    "EMGModule",
+    "compute_cer",
+    "decode_and_score",
+    "decoder_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,57 +56,6 @@ def _plain(node: Any) -> Any:
     if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
     return node
-
-
-def decoder_name(decoder_cfg: Mapping[str, Any] | None) -> str:
-    """Short decoder name for metric keys: ``greedy`` / ``beam`` (from ``name`` or the class)."""
-    if not decoder_cfg:
-        return "greedy"
-    if decoder_cfg.get("name"):
-        return str(decoder_cfg["name"])
-    target = str(decoder_cfg.get("_target_", "greedy")).rsplit(".", 1)[-1]
-    short = target.removeprefix("CTC").removesuffix("Decoder").lower()
-    return short or target.lower()
-
-
-def decode_and_score(
-    decoder: Any,
-    metric: Any,
-    emissions: torch.Tensor,
-    emission_lengths: torch.Tensor,
-    targets: torch.Tensor,
-    target_lengths: torch.Tensor,
-) -> list[tuple[str, str]]:
-    """Decode a batch, add it to a CER metric and return its ``(prediction, target)`` texts.
-
-    emissions (T, N, 99) log-probs; emission_lengths (N,); targets (S, N) padded labels;
-    target_lengths (N,). Targets are cut to each item's length and stripped of blanks.
-    """
-    predictions = decoder.decode_batch(
-        emissions.detach().float().cpu().numpy(), emission_lengths.detach().cpu().numpy()
-    )
-    blank = charset().null_class
-    targets_np = targets.detach().cpu().numpy()
-    lengths = target_lengths.detach().cpu().numpy()
-    texts = []
-    for i, prediction in enumerate(predictions):
-        labels = targets_np[: int(lengths[i]), i]
-        target = LabelData.from_labels(labels[labels != blank].astype(np.int32))
-        metric.update(prediction=prediction, target=target)
-        texts.append((prediction.text, target.text))
-    return texts
-
-
-def compute_cer(metric: Any) -> dict[str, float] | None:
-    """The metric's ``{CER, IER, DER, SER}``, or None for an epoch without target characters."""
-    try:
-        values = metric.compute()
-    except (ZeroDivisionError, ValueError, RuntimeError):
-        return None
-    out = {k: float(v) for k, v in values.items()}
-    if not out or not np.isfinite(out.get("CER", np.nan)):
-        return None
-    return out
 
 
 class EMGModule(pl.LightningModule):
@@ -113,7 +76,7 @@ class EMGModule(pl.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         lr_scheduler: Mapping[str, Any] | None = None,
         decoder: Mapping[str, Any] | None = None,
-        model: nn.Module | None = None,
+        model: EMGModel | None = None,
     ) -> None:
         super().__init__()
         # Plain containers only: checkpoints stay loadable with torch.load(weights_only=True).
@@ -129,12 +92,11 @@ class EMGModule(pl.LightningModule):
             from emg2qwerty_ssm.models import build_model
 
             model = build_model(OmegaConf.create(self.hparams["model_cfg"]))
-        self.model: Any = model  # an EMGModel (or anything with its interface)
+        self.model: EMGModel = model
         self.ctc_loss = nn.CTCLoss(blank=charset().null_class, zero_infinity=True)
-        self.decoder = instantiate(self.hparams["decoder"]) if decoder else _default_decoder()
-
-        from emg2qwerty_ssm.metrics import CharacterErrorRates
-
+        self.decoder: BatchDecoder = (
+            instantiate(self.hparams["decoder"]) if decoder else default_decoder()
+        )
         # Keys get a suffix: "train" would clash with nn.Module.train in a ModuleDict.
         self.metrics = nn.ModuleDict(
             {f"{name}_cer": CharacterErrorRates() for name in ("train", *VAL_STREAMS)}
@@ -143,9 +105,9 @@ class EMGModule(pl.LightningModule):
         self._skip_this_step = False
         self._buffers_before_step: list[torch.Tensor] | None = None
 
-    def _cer(self, stream: str) -> Any:
+    def _cer(self, stream: str) -> CharacterErrorRates:
         """The CharacterErrorRates of ``train``, ``val`` or ``val_continuous``."""
-        return self.metrics[f"{stream}_cer"]
+        return self.metrics[f"{stream}_cer"]  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ forward / loss
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -301,9 +263,3 @@ class EMGModule(pl.LightningModule):
 
 def _prefixed(stream: str, metrics: Mapping[str, float]) -> dict[str, float]:
     return {f"{stream}/{k}": v for k, v in metrics.items()}
-
-
-def _default_decoder() -> Any:
-    from emg2qwerty_ssm.decoding import CTCGreedyDecoder
-
-    return CTCGreedyDecoder()

@@ -9,13 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import (
+from emg2qwerty_ssm.models.card import format_card
+from emg2qwerty_ssm.models.cost import (
     BlockCost,
     card_metrics,
+    conv_cost,
     flop_counter_weight_macs,
-    format_card,
+    linear_cost,
     model_card,
+    norm_cost,
+    pool_cost,
     summarize,
+    trainable_params,
 )
 
 # ----------------------------------------------------------------------------- stand-in model
@@ -178,8 +183,8 @@ PAPER = {  # docs/models.md: params, core MAC/s, weight-layer MAC/s, output rate
 
 
 def _build(*overrides: str) -> nn.Module:
-    from emg2qwerty_ssm.cost import compose_config
     from emg2qwerty_ssm.models import build_model
+    from emg2qwerty_ssm.models.card import compose_config
 
     cfg = compose_config(list(overrides), config_name=None)  # the model group alone
     return build_model(cfg.model)
@@ -234,3 +239,38 @@ def test_egru_card_weights_macs_by_measured_activity() -> None:
     assert card["event_macs_per_second"] < card["macs_per_second"]
     frontend = next(s for s in card["stages"] if s["name"] == "frontend")
     assert frontend["event_macs_per_second"] < frontend["macs_per_second"]
+
+
+# ----------------------------------------------------------------------------- helpers, CLI
+
+
+def test_layer_helpers_follow_the_convention() -> None:
+    lin = nn.Linear(4, 6)
+    block = linear_cost("a.lin", lin, 10.0, copies=3)
+    assert (block.params, block.weight_macs_per_s, block.output_rate_hz) == (30, 720.0, 10.0)
+    once_per_block = linear_cost("a.lin", lin, 10.0, output_rate_hz=2.0)
+    assert once_per_block.weight_macs_per_s == 48.0 and once_per_block.input_rate_hz == 10.0
+    conv = nn.Conv1d(6, 5, 3, stride=3)
+    block = conv_cost("b.conv", conv, 30.0)
+    assert (block.params, block.weight_macs_per_s, block.output_rate_hz) == (95, 900.0, 10.0)
+    assert block.state_size == 2 * 6  # stride - 1 buffered input frames
+    assert norm_cost("n", nn.Identity(), 10.0, 5) is None  # nothing to report
+    assert norm_cost("n", nn.BatchNorm1d(5), 10.0, 5).other_ops_per_s == 0.0  # folds
+    assert norm_cost("n", nn.LayerNorm(5), 10.0, 5).other_ops_per_s == 100.0  # 2 per element
+    pool = pool_cost("p", 100.0, 4, 8)
+    assert (pool.output_rate_hz, pool.other_ops_per_s, pool.state_size) == (25.0, 800.0, 24)
+    frozen = nn.Linear(2, 2)
+    frozen.bias.requires_grad_(False)
+    assert trainable_params(frozen) == 4 and trainable_params(None) == 0
+
+
+def test_both_card_commands_are_one_implementation(capsys: pytest.CaptureFixture) -> None:
+    from emg2qwerty_ssm import cost
+    from emg2qwerty_ssm.models import summary
+
+    assert cost.main(["model=tc_s4_small", "blocks=true"]) == 0
+    via_cost = capsys.readouterr().out
+    assert summary.main(["model=tc_s4_small"]) == 0
+    assert capsys.readouterr().out == via_cost
+    assert "frontend.layers.0" in via_cost and "13,581,375" in via_cost
+    assert cost.model_card is model_card and cost.BlockCost is BlockCost  # old import names

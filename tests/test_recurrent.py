@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from egru_reference import egru_scan_reference
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from emg2qwerty_ssm.cost import model_card
 from emg2qwerty_ssm.models import build_model
+from emg2qwerty_ssm.models.cost import model_card
 from emg2qwerty_ssm.models.recurrent import (
     EGRUFrontend,
     EGRUScan,
     GRUFrontend,
     SpikeFunction,
     activity_rates,
-    egru_scan_reference,
     gru_cell,
     reset_activity,
 )

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from emg2qwerty_ssm import CONFIG_DIR
-from emg2qwerty_ssm.cost import model_card
 from emg2qwerty_ssm.models import build_model
+from emg2qwerty_ssm.models.cost import model_card
 from emg2qwerty_ssm.models.snn import (
     SNNFrontend,
     activity_metrics,
@@ -331,7 +331,7 @@ def test_activity_is_counted_per_layer_and_the_regulariser_is_weight_times_squar
 
 # ----------------------------------------------------------------------------- configs and cost
 def test_snn_s4_small_cost_dense_and_event_driven() -> None:
-    from emg2qwerty_ssm.cost import compose_config
+    from emg2qwerty_ssm.models.card import compose_config
 
     cfg = compose_config(["model=snn_s4_small"])
     model = build_model(cfg.model)
@@ -354,7 +354,7 @@ def test_snn_s4_small_cost_dense_and_event_driven() -> None:
 
 
 def test_whole_snn_s4_small_streams_like_offline() -> None:
-    from emg2qwerty_ssm.cost import compose_config
+    from emg2qwerty_ssm.models.card import compose_config
 
     torch.manual_seed(8)
     model = build_model(compose_config(["model=snn_s4_small"]).model).eval()
@@ -387,7 +387,7 @@ def test_synapse_filtered_layers_are_counted_dense() -> None:
 
 
 def test_configs_compose_with_other_front_ends_and_backbones() -> None:
-    from emg2qwerty_ssm.cost import compose_config
+    from emg2qwerty_ssm.models.card import compose_config
 
     plif = build_model(compose_config(["model=snn_s4_small", "model/frontend=snn_plif"]).model)
     assert plif.frontend.neurons[0].neuron == "plif" and plif.stride == 96
@@ -458,7 +458,7 @@ def test_every_value_of_the_snn_search_space_builds_a_model() -> None:
             assert isinstance(sweep, IntervalSweep)
             values = [str(sweep.start), str(sweep.end)]
         for value in values:
-            from emg2qwerty_ssm.cost import compose_config
+            from emg2qwerty_ssm.models.card import compose_config
 
             model = build_model(compose_config(["model=snn_s4_small", f"{key}={value}"]).model)
             assert model.stride == 96, (key, value)
@@ -466,7 +466,7 @@ def test_every_value_of_the_snn_search_space_builds_a_model() -> None:
 
 @pytest.mark.parametrize("preset", ["snn", "snn_plif"])
 def test_front_end_family_presets_build_the_spiking_models(preset) -> None:
-    from emg2qwerty_ssm.cost import compose_config
+    from emg2qwerty_ssm.models.card import compose_config
 
     cfg = compose_config(["model=tc_s4_small", f"+sweep/frontend={preset}"])
     model = build_model(cfg.model)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from emg2qwerty_ssm.cost import flop_counter_weight_macs, model_card
 from emg2qwerty_ssm.models import build_model
+from emg2qwerty_ssm.models.cost import flop_counter_weight_macs, model_card
 from emg2qwerty_ssm.models.tds import (
     SpectrogramMLPEncoder,
     TDSConv2dBlock,
@@ -104,7 +104,7 @@ def test_encoder_rotates_electrodes_and_normalizes_per_channel():
     normed = x * scale + shift
     bands = []
     for b in range(2):
-        lin = enc.mlp.mlps[b].mlp[0]
+        lin = enc.mlp.mlps[b].linear_layers[0]
         electrodes = [torch.roll(normed[:, :, b], o, dims=2) for o in (-1, 0, 1)]  # (T, N, 16, 33)
         outs = [torch.relu(F.linear(e.reshape(4, 2, -1), lin.weight, lin.bias)) for e in electrodes]
         bands.append(torch.stack(outs).mean(0))

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -15,7 +15,19 @@ from emg2qwerty_ssm.charset import CharacterSet, charset
 if TYPE_CHECKING:
     from emg2qwerty_ssm.data import LabelData
 
-__all__ = ["Decoder"]
+__all__ = ["BatchDecoder", "Decoder"]
+
+
+@runtime_checkable
+class BatchDecoder(Protocol):
+    """What scoring needs of a decoder (:mod:`emg2qwerty_ssm.scoring`): decode a padded batch.
+
+    Every :class:`Decoder` is one; a decoder written elsewhere only needs this method.
+    """
+
+    def decode_batch(self, emissions: np.ndarray, emission_lengths: np.ndarray) -> list[LabelData]:
+        """(T, N, num_classes) log-probabilities and (N,) valid frames -> N LabelData."""
+        ...
 
 
 def _to_numpy(array: Any, name: str) -> np.ndarray:

@@ -35,6 +35,7 @@ import numpy as np
 
 from emg2qwerty_ssm.charset import CharacterSet
 from emg2qwerty_ssm.decoding.base import Decoder
+from emg2qwerty_ssm.decoding.beam_store import Store, ancestors
 from emg2qwerty_ssm.decoding.lm import CharLM
 
 __all__ = ["CTCBeamDecoder"]
@@ -44,46 +45,6 @@ _NO_LABEL = -1  # label of the root rows of the stores
 _PB, _PNB, _LSC = 0, 1, 2
 # ints: canonical prefix id, its parent's id, last label, LM node, LM context, label chain
 _PID, _PP, _LAST, _LMN, _CTX, _PATH = 0, 1, 2, 3, 4, 5
-
-
-class _Store:
-    """Growable structure-of-arrays (one numpy array per field, amortised doubling)."""
-
-    def __init__(self, **dtypes: type) -> None:
-        self.size = 0
-        self.cols: dict[str, np.ndarray] = {
-            name: np.zeros(64, dtype=dt) for name, dt in dtypes.items()
-        }
-
-    def alloc(self, n: int) -> np.ndarray:
-        start = self.size
-        self.size += n
-        cap = len(next(iter(self.cols.values())))
-        if self.size > cap:
-            new_cap = max(2 * cap, self.size)
-            for name, arr in self.cols.items():
-                grown = np.zeros(new_cap, dtype=arr.dtype)
-                grown[:start] = arr[:start]
-                self.cols[name] = grown
-        return np.arange(start, self.size)
-
-    def keep(self, live: np.ndarray) -> None:
-        """Keep rows ``live`` (sorted), renumbered 0..len(live)-1 (references not updated)."""
-        for name, arr in self.cols.items():
-            self.cols[name] = np.concatenate([arr[live], np.zeros(64, dtype=arr.dtype)])
-        self.size = len(live)
-
-
-def _ancestors(parent: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Sorted ids of ``start`` and all their ancestors through ``parent`` (-1 = none)."""
-    mark = np.zeros(len(parent), dtype=bool)
-    frontier = np.unique(start[start >= 0])
-    while len(frontier):
-        mark[frontier] = True
-        frontier = parent[frontier]
-        frontier = np.unique(frontier[frontier >= 0])
-        frontier = frontier[~mark[frontier]]
-    return np.flatnonzero(mark)
 
 
 #: log-probabilities are <= 0; allow float rounding of log_softmax
@@ -163,7 +124,7 @@ class CTCBeamDecoder(Decoder):
     def reset(self) -> None:
         # Canonical prefixes: parent id, last label, and the LM stack node that a prefix
         # ending in a non-delete label pushes (context id, log10 score, node below it).
-        self._prefix = _Store(
+        self._prefix = Store(
             parent=np.int64, label=np.int64, ctx=np.int64, score=np.float64, below=np.int64
         )
         root = self._prefix.alloc(1)
@@ -172,7 +133,7 @@ class CTCBeamDecoder(Decoder):
         self._prefix.cols["below"][root] = -1
         self._trie: dict[int, int] = {}  # parent id * 128 + label -> prefix id
         # Per-path label chains with onset timestamps (row 0 = the empty path).
-        self._path = _Store(parent=np.int64, label=np.int64, time=np.float64)
+        self._path = Store(parent=np.int64, label=np.int64, time=np.float64)
         root = self._path.alloc(1)
         self._path.cols["parent"][root] = -1
         self._path.cols["label"][root] = _NO_LABEL
@@ -428,7 +389,7 @@ class CTCBeamDecoder(Decoder):
         it = self._it
         # Label chains.
         size = self._path.size
-        live = _ancestors(self._path.cols["parent"][:size], it[_PATH])
+        live = ancestors(self._path.cols["parent"][:size], it[_PATH])
         remap = np.full(size, -1, dtype=np.int64)
         remap[live] = np.arange(len(live))
         self._path.keep(live)
@@ -438,7 +399,7 @@ class CTCBeamDecoder(Decoder):
         # Canonical prefixes: every ancestor of a beam prefix stays (a dropped prefix that
         # comes back must get the same id); LM nodes are ancestors too.
         size = self._prefix.size
-        live = _ancestors(self._prefix.cols["parent"][:size], it[_PID])
+        live = ancestors(self._prefix.cols["parent"][:size], it[_PID])
         remap = np.full(size, -1, dtype=np.int64)
         remap[live] = np.arange(len(live))
         self._prefix.keep(live)

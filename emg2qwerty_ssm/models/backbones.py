@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, linear_cost, pool_cost, trainable_params
 from emg2qwerty_ssm.models.s4d import S4D, TiedDropout
 
 
@@ -113,84 +113,39 @@ class S4DBackbone(StreamingModule):
 
     def cost(self, input_rate_hz: float) -> list[BlockCost]:
         rate, h = input_rate_hz, self.d_model
-        enc, dec = self.encoder, self.decoder
-        costs = [
-            BlockCost(
-                "encoder",
-                "linear",
-                _params(enc),
-                rate,
-                rate,
-                weight_macs_per_s=enc.in_features * enc.out_features * rate,
-            )
-        ]
+        costs = [linear_cost("encoder", self.encoder, rate)]
         for i, (s4, norm, p) in enumerate((s4, norm, p) for s4, _, norm, p in self._blocks()):
             out_rate = rate / p
-            conv_params = _params(s4.out_conv)
+            conv_params = trainable_params(s4.out_conv)
             # per complex mode: Ā⊙s 4 MAC, B̄·u 2 MAC, Re(C·s) 2 MAC; plus D·u
             # (docs/models.md#cost-convention)
-            costs += [
-                BlockCost(
-                    f"s4_layers.{i}.ssm",
-                    "ssm",
-                    _params(s4) - conv_params,
-                    rate,
-                    rate,
-                    recurrent_macs_per_s=(8 * s4.modes + 1) * h * rate,
-                    state_size=2 * s4.modes * h,
-                ),
-                BlockCost(
-                    f"s4_layers.{i}.out_conv",
-                    "conv",
-                    conv_params,
-                    rate,
-                    rate,
-                    weight_macs_per_s=2 * h * h * rate,
-                ),
-                BlockCost(
-                    f"s4_layers.{i}.glu_residual",
-                    "elementwise",
-                    0,
-                    rate,
-                    rate,
-                    other_ops_per_s=2 * h * rate,
-                ),
-            ]
+            ssm = BlockCost(
+                f"s4_layers.{i}.ssm",
+                "ssm",
+                trainable_params(s4) - conv_params,
+                rate,
+                rate,
+                recurrent_macs_per_s=(8 * s4.modes + 1) * h * rate,
+                state_size=2 * s4.modes * h,
+            )
+            # the 1x1 GLU conv h -> 2h
+            out_conv = BlockCost(
+                f"s4_layers.{i}.out_conv", "conv", conv_params, rate, rate,
+                weight_macs_per_s=2 * h * h * rate,
+            )  # fmt: skip
+            glu = BlockCost(
+                f"s4_layers.{i}.glu_residual", "elementwise", 0, rate, rate,
+                other_ops_per_s=2 * h * rate,
+            )  # fmt: skip
+            costs += [ssm, out_conv, glu]
             if p > 1:
-                costs.append(
-                    BlockCost(
-                        f"pools.{i}",
-                        "pool",
-                        0,
-                        rate,
-                        out_rate,
-                        other_ops_per_s=h * rate,
-                        state_size=(p - 1) * h,
-                    )
-                )
+                costs.append(pool_cost(f"pools.{i}", rate, p, h))
             costs.append(
                 BlockCost(
-                    f"norms.{i}",
-                    "norm",
-                    _params(norm),
-                    out_rate,
-                    out_rate,
+                    f"norms.{i}", "norm", trainable_params(norm), out_rate, out_rate,
                     other_ops_per_s=2 * h * out_rate,
                 )
-            )
+            )  # fmt: skip
             rate = out_rate
-        costs.append(
-            BlockCost(
-                "decoder",
-                "linear",
-                _params(dec),
-                rate,
-                rate,
-                weight_macs_per_s=dec.in_features * dec.out_features * rate,
-            )
-        )
+        costs.append(linear_cost("decoder", self.decoder, rate))
         return costs
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models.cost import BlockCost
 
 State = Any  # a tensor, tuple or dict of tensors, or None; opaque to callers
 

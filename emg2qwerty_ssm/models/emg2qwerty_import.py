@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 
-from emg2qwerty_ssm.models.checkpoints import CheckpointError, _load_weights
+from emg2qwerty_ssm.checkpointing import CheckpointError
 from emg2qwerty_ssm.models.model import EMGModel, build_model
+from emg2qwerty_ssm.models.weights import load_weights
 
 #: the architecture values a TDSConvCTCModule checkpoint must carry
 ARCH_KEYS = ("in_features", "mlp_features", "block_channels", "kernel_width")
@@ -141,5 +142,5 @@ def map_emg2qwerty_state_dict(
 def load_emg2qwerty_model(ckpt: Mapping[str, Any], path: Path) -> EMGModel:
     """Build ``tds_conv_ctc`` from an already safely unpickled TDSConvCTCModule checkpoint."""
     model = build_model(emg2qwerty_model_config(ckpt["hyper_parameters"], path))
-    _load_weights(model, map_emg2qwerty_state_dict(ckpt["state_dict"], path), path)
+    load_weights(model, map_emg2qwerty_state_dict(ckpt["state_dict"], path), path)
     return model

@@ -14,9 +14,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, linear_cost, pool_cost, trainable_params
 
 
 class SparseReLU(nn.Module):
@@ -77,23 +77,63 @@ class _FeatureNorm(nn.Module):
 
 
 class BandMLP(nn.Module):
-    """One band's MLP: ``[Linear → norm → activation] × len(mlp_features)`` on ``(..., in)``."""
+    """One band's rotation-invariant MLP: ``[Linear → norm → activation] × len(mlp_features)``.
 
-    def __init__(self, in_features: int, mlp_features: Sequence[int], norm: str, activation: str):
+    ``forward`` applies the layers to flattened features ``(..., in_features)``;
+    :meth:`forward_rotations` takes ``(T, N, electrodes, ...)``, rolls the electrode axis
+    (dim 2) circularly by each of ``offsets``, applies the layers to each rotation's flattened
+    ``electrodes × ...`` features and pools the rotations (``mean`` or ``max``):
+    ``-> (T, N, mlp_features[-1])``. The one implementation behind the S4 models' encoder and
+    the TDS baseline's (:class:`emg2qwerty_ssm.models.tds.RotationInvariantMLP`).
+    """
+
+    #: with offsets (0,), skip the rotation stack (same values, rounding of another matmul
+    #: shape; the TDS baseline keeps emg2qwerty's stacked computation bit for bit)
+    single_view_shortcut = True
+
+    def __init__(
+        self,
+        in_features: int,
+        mlp_features: Sequence[int],
+        norm: str,
+        activation: str,
+        offsets: Sequence[int] = (0,),
+        pooling: str = "mean",
+    ):
         super().__init__()
+        name = type(self).__name__
+        if len(mlp_features) == 0:
+            raise ValueError(f"{name}: mlp_features must list at least one layer size")
+        if pooling not in ("mean", "max"):
+            raise ValueError(f"{name}: pooling must be 'mean' or 'max', got {pooling!r}")
         sizes = [in_features, *mlp_features]
         self.linear_layers = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False)
         )
         self.norms = nn.ModuleList(_FeatureNorm(norm, b) for b in sizes[1:])
         self.activations = nn.ModuleList(make_activation(activation) for _ in sizes[1:])
+        self.offsets = tuple(offsets) if len(offsets) > 0 else (0,)
+        self.pooling = pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_layers(x)
+
+    def apply_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers on flattened features ``(..., in_features) -> (..., mlp_features[-1])``."""
         for linear, norm, act in zip(
             self.linear_layers, self.norms, self.activations, strict=False
         ):
             x = act(norm(linear(x)))
         return x
+
+    def forward_rotations(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, N, electrodes, ...) -> (T, N, mlp_features[-1])``, pooled over the rotations."""
+        if self.offsets == (0,) and self.single_view_shortcut and not ref.is_active():
+            # one view: no roll/stack copies
+            return self.apply_layers(x.flatten(start_dim=2))
+        rolled = torch.stack([x.roll(o, dims=2) for o in self.offsets], dim=2)
+        h = self.apply_layers(rolled.flatten(start_dim=3))  # (T, N, rotations, F)
+        return h.mean(dim=2) if self.pooling == "mean" else h.amax(dim=2)
 
 
 class RotationInvariantEncoder(StreamingModule):
@@ -132,7 +172,8 @@ class RotationInvariantEncoder(StreamingModule):
         self.mlp_features = list(mlp_features)
         self.norm_kind = norm
         self.mlps = nn.ModuleList(
-            BandMLP(self.band_features, mlp_features, norm, activation) for _ in range(bands)
+            BandMLP(self.band_features, mlp_features, norm, activation, offsets, pooling)
+            for _ in range(bands)
         )
         self.in_features = bands * self.band_features
         self.out_features = bands * self.mlp_features[-1]
@@ -147,15 +188,10 @@ class RotationInvariantEncoder(StreamingModule):
         p = self.stride
         if p > 1:  # remainder frames that do not fill a pool are dropped
             x = x[: t // p * p].reshape(t // p, p, *x.shape[1:]).mean(dim=1)
-        bands = []
-        for b, mlp in enumerate(self.mlps):
-            band = x[:, :, b]  # (T', N, electrodes, ...)
-            if self.offsets == [0] and not ref.is_active():  # one view: no roll/stack copies
-                bands.append(mlp(band.flatten(start_dim=2)))
-                continue
-            rolled = torch.stack([band.roll(o, dims=2) for o in self.offsets], dim=2)
-            h = mlp(rolled.flatten(start_dim=3))  # (T', N, rotations, F)
-            bands.append(h.mean(dim=2) if self.pooling == "mean" else h.amax(dim=2))
+        # each band (T', N, electrodes, ...) through its own rotation-invariant MLP
+        bands = [
+            cast(BandMLP, mlp).forward_rotations(x[:, :, b]) for b, mlp in enumerate(self.mlps)
+        ]
         return torch.cat(bands, dim=-1)
 
     def cost(self, input_rate_hz: float) -> list[BlockCost]:
@@ -163,61 +199,29 @@ class RotationInvariantEncoder(StreamingModule):
         rot = len(self.offsets)
         costs = []
         if self.stride > 1:
-            costs.append(
-                BlockCost(
-                    "pool",
-                    "pool",
-                    0,
-                    input_rate_hz,
-                    rate,
-                    other_ops_per_s=input_rate_hz * self.in_features,
-                    state_size=(self.stride - 1) * self.in_features,
-                )
-            )
+            costs.append(pool_cost("pool", input_rate_hz, self.stride, self.in_features))
         for b, band_mlp in enumerate(self.mlps):
             mlp = cast(BandMLP, band_mlp)
             for j, (linear, feature_norm) in enumerate(
                 zip(mlp.linear_layers, mlp.norms, strict=True)
             ):
                 lin, norm = cast(nn.Linear, linear), cast(_FeatureNorm, feature_norm)
-                name = f"mlps.{b}.linear_layers.{j}"
-                costs.append(
-                    BlockCost(
-                        name,
-                        "linear",
-                        _params(lin),
-                        rate,
-                        rate,
-                        weight_macs_per_s=rot * rate * lin.in_features * lin.out_features,
-                    )
-                )
+                costs.append(linear_cost(f"mlps.{b}.linear_layers.{j}", lin, rate, copies=rot))
                 # LayerNorm: 2 ops per element; BatchNorm folds into the Linear
-                # (docs/models.md#cost-convention)
+                # (docs/models.md#cost-convention); "none" is still listed (0 params)
                 ops = 2 * lin.out_features * rot * rate if norm.kind == "layernorm" else 0.0
                 costs.append(
                     BlockCost(
-                        f"mlps.{b}.norms.{j}",
-                        "norm",
-                        _params(norm),
-                        rate,
-                        rate,
+                        f"mlps.{b}.norms.{j}", "norm", trainable_params(norm), rate, rate,
                         other_ops_per_s=ops,
                     )
-                )
+                )  # fmt: skip
             if rot > 1:
                 feats = self.mlp_features[-1]
                 costs.append(
                     BlockCost(
-                        f"mlps.{b}.rotation_pool",
-                        "pool",
-                        0,
-                        rate,
-                        rate,
+                        f"mlps.{b}.rotation_pool", "pool", 0, rate, rate,
                         other_ops_per_s=rot * feats * rate,
                     )
-                )
+                )  # fmt: skip
         return costs
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

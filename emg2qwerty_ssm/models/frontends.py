@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, conv_cost, norm_cost
 
 
 class IdentityFrontend(StreamingModule):
@@ -145,26 +145,9 @@ class TemporalConvFrontend(StreamingModule):
         costs, rate = [], input_rate_hz
         for i in range(0, len(self.layers), 3):
             conv, norm = cast(nn.Conv1d, self.layers[i]), self.layers[i + 1]
-            out_rate = rate / conv.stride[0]
-            macs = conv.in_channels * conv.out_channels * conv.kernel_size[0] * out_rate
-            costs.append(
-                BlockCost(
-                    f"layers.{i}",
-                    "conv",
-                    _params(conv),
-                    rate,
-                    out_rate,
-                    weight_macs_per_s=macs,
-                    state_size=(conv.stride[0] - 1) * conv.in_channels,
-                )
-            )
-            if _params(norm):  # BatchNorm folds into the conv: parameters but no MACs
-                costs.append(
-                    BlockCost(f"layers.{i + 1}", "norm", _params(norm), out_rate, out_rate)
-                )
-            rate = out_rate
+            costs.append(conv_cost(f"layers.{i}", conv, rate))
+            rate = costs[-1].output_rate_hz
+            # BatchNorm folds into the conv: parameters but no MACs
+            norm_block = norm_cost(f"layers.{i + 1}", norm, rate, conv.out_channels)
+            costs += [norm_block] if norm_block else []
         return costs
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

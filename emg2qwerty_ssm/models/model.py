@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, linear_cost
 
 STAGES = ("encoder", "frontend", "backbone")
 INPUT_KINDS = ("raw", "log_spectrogram")
@@ -184,18 +184,7 @@ class EMGModel(nn.Module):
         for name, stage in self.stages():
             costs += [dataclasses.replace(c, name=f"{name}.{c.name}") for c in stage.cost(rate)]
             rate /= stage.stride
-        lin = self.classifier
-        costs.append(
-            BlockCost(
-                "classifier",
-                "linear",
-                lin.weight.numel() + lin.bias.numel(),
-                rate,
-                rate,
-                weight_macs_per_s=lin.in_features * lin.out_features * rate,
-            )
-        )
-        return costs
+        return [*costs, linear_cost("classifier", self.classifier, rate)]
 
 
 def _group_name(hint: tuple) -> str:

@@ -6,9 +6,9 @@ sequence cut into blocks of ``block_length / mean_pooling`` steps and each block
 ``mean`` or ``last``, then tied dropout, ``Linear(d_hidden, out_features)``, BatchNorm1d
 (momentum 0.05) over batch x time and ReLU (the seed's ``sparse_relu_10`` forward).
 
-The EGRU (Subramoney et al., ICLR 2023) is written here in plain PyTorch because the reference
-implementation (EvNN) needs a compiled CUDA/C++ extension; this one runs on CPU and GPU, at the
-price of a Python loop over time steps (see docs/models-extra.md for its speed).
+The EGRU (Subramoney et al., ICLR 2023) runs its recurrence with :class:`EGRUScan`
+(:mod:`emg2qwerty_ssm.models.egru_scan`), plain PyTorch on CPU and GPU, at the price of a
+Python loop over time steps (see docs/models-extra.md for its speed).
 """
 
 from __future__ import annotations
@@ -19,9 +19,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models.activity import activity_rates, reset_activity
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import (
+    BlockCost,
+    linear_cost,
+    norm_cost,
+    pool_cost,
+    trainable_params,
+)
+from emg2qwerty_ssm.models.egru_scan import EGRUScan, SpikeFunction, gru_cell
 from emg2qwerty_ssm.models.s4d import TiedDropout
+
+# EGRUScan, SpikeFunction and gru_cell: re-exported from their own module (egru_scan.py);
+# reset_activity and activity_rates: from models/activity.py (every event-based stage)
+__all__ = [
+    "EGRUFrontend",
+    "EGRUScan",
+    "GRUFrontend",
+    "SpikeFunction",
+    "activity_rates",
+    "gru_cell",
+    "reset_activity",
+]
 
 _REDUCTIONS = ("mean", "last")
 _NORMS = ("batchnorm", "layernorm", "none")
@@ -229,17 +249,7 @@ class _BlockReducedRecurrent(StreamingModule):
         h, c_in = self.d_hidden, self.in_features
         costs = []
         if self.mean_pooling > 1:
-            costs.append(
-                BlockCost(
-                    "pool",
-                    "pool",
-                    0,
-                    input_rate_hz,
-                    step_rate,
-                    other_ops_per_s=c_in * input_rate_hz,
-                    state_size=(self.mean_pooling - 1) * c_in,
-                )
-            )
+            costs.append(pool_cost("pool", input_rate_hz, self.mean_pooling, c_in))
         state = self._state_floats()
         costs.append(
             BlockCost(
@@ -256,26 +266,11 @@ class _BlockReducedRecurrent(StreamingModule):
                 **self._recurrent_cost_extra(step_rate),
             )
         )
-        if isinstance(self.linear, nn.Linear):
-            costs.append(
-                BlockCost(
-                    "linear",
-                    "linear",
-                    h * self.out_features + self.out_features,
-                    step_rate,
-                    out_rate,
-                    weight_macs_per_s=h * self.out_features * out_rate,
-                )
-            )
-        norm_params = sum(p.numel() for p in self.norm.parameters())
-        if norm_params:
-            # BatchNorm folds into the Linear in inference; LayerNorm costs 2 per element.
-            is_bn = isinstance(self.norm, nn.BatchNorm1d)
-            other = 0.0 if is_bn else 2 * self.out_features * out_rate
-            costs.append(
-                BlockCost("norm", "norm", norm_params, out_rate, out_rate, other_ops_per_s=other)
-            )
-        return costs
+        if isinstance(self.linear, nn.Linear):  # applied once per output block
+            costs.append(linear_cost("linear", self.linear, step_rate, output_rate_hz=out_rate))
+        # BatchNorm folds into the Linear in inference; LayerNorm costs 2 per element.
+        norm = norm_cost("norm", self.norm, out_rate, self.out_features)
+        return costs + ([norm] if norm else [])
 
     def _state_floats(self) -> int:
         """Floats per stream carried between steps: recurrent state plus the block sum."""
@@ -306,186 +301,7 @@ class GRUFrontend(_BlockReducedRecurrent):
         return torch.zeros(1, batch_size, self.d_hidden, device=device, dtype=dtype)
 
     def _recurrent_params(self) -> int:
-        return sum(p.numel() for p in self.rnn.parameters())
-
-
-class SpikeFunction(torch.autograd.Function):
-    """Heaviside step ``H(v) = [v > 0]`` with the EGRU pseudo-derivative.
-
-    Backward: ``gamma * max(0, 1 - |v| / epsilon)`` (gamma the dampening factor, epsilon the
-    support), a triangle around the threshold.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:
-        ctx.save_for_backward(v)
-        ctx.gamma, ctx.epsilon = gamma, epsilon
-        return (v > 0).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (v,) = ctx.saved_tensors
-        surrogate = ctx.gamma * torch.clamp(1.0 - v.abs() / ctx.epsilon, min=0.0)
-        return grad * surrogate, None, None
-
-
-def gru_cell(
-    gx: torch.Tensor,
-    h_in: torch.Tensor,
-    c_prev: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_hh: torch.Tensor,
-) -> torch.Tensor:
-    """One GRU update in ``torch.nn.GRU``'s gate layout (r, z, n).
-
-    ``gx`` ``(N, 3H)`` is the precomputed input projection ``W_ih x + b_ih``; the gates read
-    ``h_in`` ``(N, H)`` (the EGRU's sparse output, the GRU's state) and the convex update mixes
-    ``c_prev`` with the candidate. Returns the new state ``(N, H)``.
-    """
-    gh = F.linear(h_in, weight_hh, bias_hh)
-    hidden = c_prev.shape[-1]
-    rz = torch.sigmoid(gx[:, : 2 * hidden] + gh[:, : 2 * hidden])
-    r, z = rz[:, :hidden], rz[:, hidden:]
-    n = torch.tanh(gx[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
-    return n + z * (c_prev - n)  # = (1 - z) * n + z * c_prev
-
-
-def egru_scan_reference(
-    gx_all: torch.Tensor,
-    c: torch.Tensor,
-    y: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_hh: torch.Tensor,
-    theta: torch.Tensor,
-    keep: torch.Tensor | float,
-    gamma: float,
-    epsilon: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The EGRU recurrence step by step under autograd: the specification of :class:`EGRUScan`.
-
-    ``gx_all`` ``(T, N, 3H)`` input projections, ``c``/``y`` ``(N, H)`` the state and sparse
-    output before the first step, ``keep`` the zoneout weight of the new state (a ``(T, N, H)``
-    0/1 mask in training, ``1 - p`` in eval). Returns the outputs ``(T, N, H)`` and the last
-    state ``c``. Used by the tests to check :class:`EGRUScan`'s hand-written backward.
-    """
-    outputs = []
-    for t, gx in enumerate(gx_all.unbind(0)):
-        c_new = gru_cell(gx, y, c, weight_hh, bias_hh)
-        c_new = c + (c_new - c) * (keep[t] if isinstance(keep, torch.Tensor) else keep)
-        event = SpikeFunction.apply(c_new - theta, gamma, epsilon)
-        y = event * c_new
-        c = c_new - event * theta
-        outputs.append(y)
-    return torch.stack(outputs), c
-
-
-class EGRUScan(torch.autograd.Function):
-    """The EGRU recurrence over a sequence with a hand-written backward pass (BPTT).
-
-    ``apply(gx_all, c0, y0, weight_hh, bias_hh, theta, keep, keep_const, gamma, epsilon) ->
-    (ys (T, N, H), c_T (N, H), number of events)``; ``keep`` is the training zoneout mask
-    ``(T, N, H)`` or None, then ``keep_const`` (``1 - p`` in eval, 1 without zoneout) is used.
-    Same values and gradients as :func:`egru_scan_reference` (tested). Written by hand because
-    autograd over a Python loop of ~20 small ops per step spends most of its time on graph
-    bookkeeping: here the forward records no graph and the backward is one loop of plain
-    tensor ops.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        gx_all: torch.Tensor,
-        c0: torch.Tensor,
-        y0: torch.Tensor,
-        weight_hh: torch.Tensor,
-        bias_hh: torch.Tensor,
-        theta: torch.Tensor,
-        keep: torch.Tensor | None,
-        keep_const: float,
-        gamma: float,
-        epsilon: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        steps, batch, three_h = gx_all.shape
-        h = three_h // 3
-        # Per-step results are written straight into the buffers the backward needs (out=).
-        ys, n_all, c_new_all = (gx_all.new_empty(steps, batch, h) for _ in range(3))
-        gh_all = gx_all.new_empty(steps, batch, 3 * h)
-        rz_all = gx_all.new_empty(steps, batch, 2 * h)
-        c_all = gx_all.new_empty(steps + 1, batch, h)  # c_all[t]: state before step t
-        c_all[0] = c0
-        w_t = weight_hh.t()
-        zero = gx_all.new_zeros(())
-        y = y0
-        for t in range(steps):
-            gx, gh, rz, c = gx_all[t], gh_all[t], rz_all[t], c_all[t]
-            torch.addmm(bias_hh, y, w_t, out=gh)
-            torch.sigmoid(gx[:, : 2 * h] + gh[:, : 2 * h], out=rz)
-            n = torch.tanh(torch.addcmul(gx[:, 2 * h :], rz[:, :h], gh[:, 2 * h :]), out=n_all[t])
-            c_hat = torch.lerp(n, c, rz[:, h:])  # (1 - z) * n + z * c
-            k = keep[t] if keep is not None else keep_const
-            c_new = torch.lerp(c, c_hat, k, out=c_new_all[t])
-            fired = c_new > theta
-            y = torch.where(fired, c_new, zero, out=ys[t])
-            torch.where(fired, c_new - theta, c_new, out=c_all[t + 1])
-        events = (c_new_all > theta).sum().to(gx_all.dtype)
-        ctx.save_for_backward(y0, ys, rz_all, n_all, gh_all, c_all, c_new_all, weight_hh, theta)
-        ctx.keep, ctx.keep_const, ctx.gamma, ctx.epsilon = keep, keep_const, gamma, epsilon
-        ctx.mark_non_differentiable(events)
-        return ys, c_all[steps].clone(), events
-
-    @staticmethod
-    def backward(
-        ctx: Any, grad_ys: torch.Tensor | None, grad_c: torch.Tensor | None, _: Any
-    ) -> tuple[torch.Tensor | None, ...]:
-        with torch.autocast(ctx.saved_tensors[0].device.type, enabled=False):
-            return EGRUScan._backward(ctx, grad_ys, grad_c)
-
-    @staticmethod
-    def _backward(
-        ctx: Any, grad_ys: torch.Tensor | None, grad_c: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        y0, ys, rz_all, n_all, gh_all, c_all, c_new_all, weight_hh, theta = saved
-        steps, batch, h = n_all.shape
-        # Everything that does not depend on the incoming gradient, for all steps at once.
-        r, z = rz_all[..., :h], rz_all[..., h:]
-        v = c_new_all - theta
-        event = (v > 0).to(v.dtype)
-        surrogate = ctx.gamma * torch.clamp(1.0 - v.abs() / ctx.epsilon, min=0.0)
-        one_minus_z = 1.0 - z
-        to_a_n = one_minus_z * (1.0 - n_all * n_all)  # c_hat -> pre-tanh of n
-        to_a_z = (c_all[:-1] - n_all) * z * one_minus_z  # c_hat -> pre-sigmoid of z
-        to_a_r = gh_all[..., 2 * h :] * r * (1.0 - r)  # pre-tanh of n -> pre-sigmoid of r
-        keep = ctx.keep if ctx.keep is not None else ctx.keep_const
-        if grad_ys is None:
-            grad_ys = torch.zeros_like(n_all)
-        dc = torch.zeros_like(y0) if grad_c is None else grad_c.clone()
-        dy_rec = torch.zeros_like(y0)
-        d_gh = n_all.new_empty(steps, batch, 3 * h)
-        d_a_n = n_all.new_empty(steps, batch, h)
-        dv_all, dc_all = n_all.new_empty(steps, batch, h), n_all.new_empty(steps, batch, h)
-        for t in range(steps - 1, -1, -1):
-            dy = grad_ys[t] + dy_rec
-            dc_all[t] = dc
-            # y = event * c_new, c = c_new - event * theta, event = H(c_new - theta)
-            dv = torch.mul(torch.addcmul(dy * c_new_all[t], dc, theta, value=-1.0), surrogate[t])
-            dv_all[t] = dv
-            dc_new = torch.addcmul(dc + dv, dy, event[t])
-            # zoneout: c_new = c + k * (c_hat - c); c_hat = (1 - z) * n + z * c
-            dc_hat = dc_new * (keep[t] if isinstance(keep, torch.Tensor) else keep)
-            dc = torch.addcmul(dc_new, dc_hat, one_minus_z[t], value=-1.0)
-            a_n = torch.mul(dc_hat, to_a_n[t], out=d_a_n[t])
-            torch.mul(a_n, to_a_r[t], out=d_gh[t, :, :h])
-            torch.mul(dc_hat, to_a_z[t], out=d_gh[t, :, h : 2 * h])
-            torch.mul(a_n, r[t], out=d_gh[t, :, 2 * h :])
-            dy_rec = d_gh[t] @ weight_hh
-        d_gx = torch.cat([d_gh[..., : 2 * h], d_a_n], dim=-1)
-        flat_gh = d_gh.reshape(-1, 3 * h)
-        # the gates of step t read the output of step t - 1
-        y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]]).reshape(-1, h)
-        d_weight = flat_gh.t() @ y_prev
-        d_theta = -(dc_all * event + dv_all).sum(dim=(0, 1))
-        return d_gx, dc, dy_rec, d_weight, flat_gh.sum(0), d_theta, None, None, None, None
+        return trainable_params(self.rnn)
 
 
 class EGRUFrontend(_BlockReducedRecurrent):
@@ -622,19 +438,3 @@ class EGRUFrontend(_BlockReducedRecurrent):
         h = self.d_hidden
         dense_in = 3 * self.in_features * h * step_rate_hz
         return {"event_macs_per_s": dense_in + 3 * h * h * step_rate_hz * activity}
-
-
-def reset_activity(model: nn.Module) -> None:
-    """Forget the activity statistics of every EGRU in ``model`` (e.g. before a test pass)."""
-    for module in model.modules():
-        if isinstance(module, EGRUFrontend):
-            module.reset_activity()
-
-
-def activity_rates(model: nn.Module) -> dict[str, float]:
-    """``{module name: activity_rate}`` of every EGRU in ``model`` that has run (for logging)."""
-    return {
-        name: module.activity_rate
-        for name, module in model.named_modules()
-        if isinstance(module, EGRUFrontend) and module.activity_rate is not None
-    }

@@ -30,8 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
+from emg2qwerty_ssm.models.activity import (  # noqa: F401 (re-exported)
+    activity_metrics,
+    regularization_loss,
+    reset_activity,
+)
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, norm_cost, trainable_params
 from emg2qwerty_ssm.models.snn_layers import BlockBatchNorm1d, LIFNeurons, SynapseFilter
 from emg2qwerty_ssm.models.snn_surrogate import post_reduction_activation
 
@@ -285,19 +290,19 @@ class SNNFrontend(StreamingModule):
             event = dense * activity.get(i - 1, 1.0) if spikes_in else dense
             costs.append(
                 BlockCost(
-                    f"layers.{i}.linear", "linear", _params(linear), rate, rate,
+                    f"layers.{i}.linear", "linear", trainable_params(linear), rate, rate,
                     weight_macs_per_s=dense, event_macs_per_s=event,
                 )
             )  # fmt: skip
-            if _params(self.norms[i]):  # BatchNorm folds into the Linear in inference
-                costs.append(
-                    BlockCost(f"layers.{i}.norm", "norm", _params(self.norms[i]), rate, rate)
-                )
+            # BatchNorm folds into the Linear in inference
+            norm = norm_cost(f"layers.{i}.norm", self.norms[i], rate, c)
+            costs += [norm] if norm else []
             neurons = self.neurons[i]
             if isinstance(neurons, LIFNeurons):
                 costs.append(
                     BlockCost(
-                        f"layers.{i}.neurons", neurons.neuron, _params(neurons), rate, rate,
+                        f"layers.{i}.neurons", neurons.neuron, trainable_params(neurons),
+                        rate, rate,
                         # charge (multiply-add), threshold compare, reset: ~4 ops per neuron
                         other_ops_per_s=(4 if neurons.spiking else 2) * c * rate,
                         state_size=c,
@@ -306,7 +311,8 @@ class SNNFrontend(StreamingModule):
             if isinstance(self.synapses[i], SynapseFilter):
                 costs.append(
                     BlockCost(
-                        f"layers.{i}.synapse", "synapse", _params(self.synapses[i]), rate, rate,
+                        f"layers.{i}.synapse", "synapse", trainable_params(self.synapses[i]),
+                        rate, rate,
                         other_ops_per_s=3 * c * rate, state_size=c,
                     )
                 )  # fmt: skip
@@ -320,35 +326,3 @@ class SNNFrontend(StreamingModule):
             )
         )  # fmt: skip
         return costs
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-# -- model-wide helpers (duck-typed: any stage with these methods takes part) ------------------
-def reset_activity(model: nn.Module) -> None:
-    """Forget the activity statistics of every event-based stage (SNN, EGRU) in ``model``."""
-    for module in model.modules():
-        if module is not model and callable(getattr(module, "reset_activity", None)):
-            module.reset_activity()
-
-
-def regularization_loss(model: nn.Module) -> torch.Tensor | None:
-    """Sum of the stages' activity regularisers of the last forward (None if there are none)."""
-    terms = []
-    for module in model.modules():
-        fn = getattr(module, "regularization_loss", None)
-        if module is not model and callable(fn) and (value := fn()) is not None:
-            terms.append(value)
-    return torch.stack(terms).sum() if terms else None
-
-
-def activity_metrics(model: nn.Module) -> dict[str, float]:
-    """``{"<module>/<metric>": value}`` from every stage's ``activity_metrics()``."""
-    out: dict[str, float] = {}
-    for name, module in model.named_modules():
-        fn = getattr(module, "activity_metrics", None)
-        if module is not model and callable(fn):
-            out.update({f"{name}/{k}": v for k, v in fn().items()})
-    return out

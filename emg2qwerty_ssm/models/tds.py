@@ -17,13 +17,16 @@ facebookresearch/emg2qwerty (``batch_norm``, ``mlps.i.mlp.0``, ``tds_conv_blocks
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from emg2qwerty_ssm.cost import BlockCost
 from emg2qwerty_ssm.models.base import State, StreamingModule
+from emg2qwerty_ssm.models.cost import BlockCost, trainable_params
+from emg2qwerty_ssm.models.encoder import BandMLP
 
 
 class SpectrogramNorm(nn.Module):
@@ -44,12 +47,16 @@ class SpectrogramNorm(nn.Module):
         return y.reshape(n, bands, c, freq, t).movedim(-1, 0)
 
 
-class RotationInvariantMLP(nn.Module):
+class RotationInvariantMLP(BandMLP):
     """One band's MLP over electrode rotations: ``(T, N, C, ...) -> (T, N, mlp_features[-1])``.
 
-    The input is rolled along the electrode axis by each offset, the flattened ``C * ...``
-    features go through Linear+ReLU layers, and the rotations are pooled (mean or max).
+    :class:`~emg2qwerty_ssm.models.encoder.BandMLP` with Linear+ReLU layers and no norm; only
+    the state-dict names differ: facebookresearch/emg2qwerty's ``mlp.0`` / ``mlp.2`` / ...
+    (an ``nn.Sequential`` of Linear, ReLU pairs) for ``linear_layers.0`` / ``linear_layers.1``
+    / ..., so its checkpoints keep loading by prefix.
     """
+
+    single_view_shortcut = False  # always through the rotation stack, as emg2qwerty
 
     def __init__(
         self,
@@ -58,23 +65,40 @@ class RotationInvariantMLP(nn.Module):
         pooling: str = "mean",
         offsets: Sequence[int] = (-1, 0, 1),
     ) -> None:
-        super().__init__()
-        if len(mlp_features) == 0:
-            raise ValueError("RotationInvariantMLP: mlp_features must not be empty")
-        if pooling not in ("mean", "max"):
-            raise ValueError(f"RotationInvariantMLP: pooling must be mean or max, got {pooling!r}")
-        layers: list[nn.Module] = []
-        for out in mlp_features:
-            layers += [nn.Linear(in_features, out), nn.ReLU()]
-            in_features = out
-        self.mlp = nn.Sequential(*layers)
-        self.pooling = pooling
-        self.offsets = tuple(offsets) if len(offsets) > 0 else (0,)
+        super().__init__(in_features, mlp_features, "none", "relu", offsets, pooling)
+        self.register_state_dict_post_hook(_to_emg2qwerty_names)
+        self.register_load_state_dict_pre_hook(_from_emg2qwerty_names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rotated = torch.stack([x.roll(o, dims=2) for o in self.offsets], dim=2)
-        y = self.mlp(rotated.flatten(start_dim=3))  # (T, N, rotations, features)
-        return y.mean(dim=2) if self.pooling == "mean" else y.amax(dim=2)
+        return self.forward_rotations(x)
+
+
+def _to_emg2qwerty_names(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
+    """``<prefix>linear_layers.<j>.*`` -> ``<prefix>mlp.<2j>.*``, in place, order kept."""
+    pattern = re.compile(re.escape(prefix) + r"linear_layers\.(\d+)\.")
+    items = list(state_dict.items())
+    state_dict.clear()
+    for key, value in items:
+        m = pattern.match(key)
+        if m:
+            key = f"{prefix}mlp.{2 * int(m.group(1))}.{key[m.end() :]}"
+        state_dict[key] = value
+
+
+def _from_emg2qwerty_names(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """``<prefix>mlp.<2j>.*`` -> ``<prefix>linear_layers.<j>.*`` before loading."""
+    pattern = re.compile(re.escape(prefix) + r"mlp\.(\d+)\.")
+    for key in [k for k in state_dict if pattern.match(k)]:
+        m = pattern.match(key)
+        assert m is not None
+        index = int(m.group(1))
+        if index % 2:  # an odd index would be a ReLU: no weights; leave it to be refused
+            continue
+        state_dict[f"{prefix}linear_layers.{index // 2}.{key[m.end() :]}"] = state_dict.pop(key)
 
 
 class MultiBandRotationInvariantMLP(nn.Module):
@@ -143,8 +167,8 @@ class SpectrogramMLPEncoder(StreamingModule):
         r = input_rate_hz
         bands, _, _ = self.input_shape
         n_rot = len(self.offsets)
-        norm_params = sum(p.numel() for p in self.spec_norm.parameters())
-        mlp_params = sum(p.numel() for p in self.mlp.parameters())
+        norm_params = trainable_params(self.spec_norm)
+        mlp_params = trainable_params(self.mlp)
         sizes = [self.in_features // bands, *self.mlp_features]
         macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         return [
@@ -282,7 +306,7 @@ class TDSConvBackbone(StreamingModule):
         f = self.in_features
         costs = []
         for j, block in enumerate(self.tds_conv_blocks):
-            params = sum(p.numel() for p in block.parameters())
+            params = trainable_params(block)
             if isinstance(block, TDSConv2dBlock):
                 c, w, k = block.channels, block.width, block.kernel_width
                 costs.append(
