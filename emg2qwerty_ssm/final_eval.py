@@ -39,10 +39,9 @@ def evaluate_all(
 ) -> dict:
     """``{"<split>/<protocol>/<decoder>": {CER, IER, DER, SER}}`` for the configured grid;
     the per-session texts go to ``<run_dir>/predictions.jsonl``."""
-    from emg2qwerty_ssm.evaluation import evaluate_loader
-    from emg2qwerty_ssm.lightning_module import decoder_name
     from emg2qwerty_ssm.metrics import ALIASES
     from emg2qwerty_ssm.predictions import session_records, write_predictions
+    from emg2qwerty_ssm.scoring import decoder_name, evaluate_loader
 
     dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
     model = module.model.to(device)
@@ -78,7 +77,7 @@ def build_results(
     module: Any,
 ) -> dict[str, Any]:
     """The ``results.json`` content of a run (``wall_time_s`` is filled in by the caller)."""
-    from emg2qwerty_ssm.lightning_module import decoder_name
+    from emg2qwerty_ssm.scoring import decoder_name
 
     dec = decoder_name(OmegaConf.to_container(cfg.decoder, resolve=True))  # type: ignore[arg-type]
     test_paper = metrics.get(metric_key("test", "paper", dec), {})

@@ -33,17 +33,9 @@ from emg2qwerty_ssm.decoding.base import BatchDecoder
 from emg2qwerty_ssm.metrics import CharacterErrorRates
 from emg2qwerty_ssm.models.activity import activity_metrics, regularization_loss
 from emg2qwerty_ssm.models.model import EMGModel
-from emg2qwerty_ssm.scoring import compute_cer, decode_and_score, decoder_name, default_decoder
+from emg2qwerty_ssm.scoring import compute_cer, decode_and_score, default_decoder
 
-# compute_cer, decode_and_score, decoder_name: re-exported (their old import location)
-__all__ = [
-    "CHECKPOINT_MARKER",
-    "VAL_STREAMS",
-    "EMGModule",
-    "compute_cer",
-    "decode_and_score",
-    "decoder_name",
-]
+__all__ = ["CHECKPOINT_MARKER", "VAL_STREAMS", "EMGModule"]
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ GLUE = (
     "emg2qwerty_ssm.cost",
     "emg2qwerty_ssm.train",
     "emg2qwerty_ssm.lightning_module",
-    "emg2qwerty_ssm.evaluation",
     "emg2qwerty_ssm.scoring",
     "emg2qwerty_ssm.export",
     "emg2qwerty_ssm.stream",
@@ -139,7 +138,7 @@ def _related(a: str, b: str) -> bool:
 def _is_model_side(module: str) -> bool:
     return module.startswith(
         ("emg2qwerty_ssm.models", "emg2qwerty_ssm.decoding", "emg2qwerty_ssm.cost")
-    ) or module in ("emg2qwerty_ssm.scoring", "emg2qwerty_ssm.evaluation", "emg2qwerty_ssm.metrics")
+    ) or module in ("emg2qwerty_ssm.scoring", "emg2qwerty_ssm.metrics")
 
 
 def test_importing_every_model_module_loads_no_glue() -> None:

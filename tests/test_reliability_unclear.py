@@ -15,7 +15,7 @@ from emg2qwerty_ssm.data import WindowedEMGDataset
 from emg2qwerty_ssm.decoding.beam import CTCBeamDecoder
 from emg2qwerty_ssm.decoding.greedy import CTCGreedyDecoder
 from emg2qwerty_ssm.decoding.lm import CharLM, LMError
-from emg2qwerty_ssm.evaluation import evaluate_loader
+from emg2qwerty_ssm.scoring import evaluate_loader
 from emg2qwerty_ssm.train import train
 
 
