@@ -64,3 +64,41 @@ def write_library(out_dir: Path, header: str, source: str) -> CLibrary:
     atomic_write_text(lib.header, header)
     atomic_write_text(lib.source, source)
     return lib
+
+
+# C kernels shared by the fp32, int8 and SIMD-layout libraries (one text, one behaviour).
+LAYERNORM_C = r"""
+static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
+    float mean = 0.0f, var = 0.0f;
+    for (int i = 0; i < n; ++i) mean += x[i];
+    mean = mean / (float)n;
+    for (int i = 0; i < n; ++i) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var = var / (float)n;
+    float inv = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
+}
+""".lstrip("\n")
+
+SSM_STEP_C = r"""
+static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
+                     const float *wi, const float *d, const float *u, float *y, int h_dim,
+                     int modes) {
+    for (int h = 0; h < h_dim; ++h) {
+        float acc = 0.0f, uh = u[h];
+        float *sh = s + 2 * h * modes;
+        const int base = h * modes;
+        for (int m = 0; m < modes; ++m) {
+            float sr = sh[2 * m], si = sh[2 * m + 1];
+            float nr = ar[base + m] * sr - ai[base + m] * si + wr[base + m] * uh;
+            float ni = ar[base + m] * si + ai[base + m] * sr + wi[base + m] * uh;
+            sh[2 * m] = nr;
+            sh[2 * m + 1] = ni;
+            acc += nr;
+        }
+        y[h] = acc + d[h] * uh;
+    }
+}
+""".lstrip("\n")

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from emg2qwerty_ssm.export.cgen.csource import HEADER, CLibrary, c_float_array, write_library
+from emg2qwerty_ssm.export.cgen.csource import (
+    HEADER,
+    LAYERNORM_C,
+    SSM_STEP_C,
+    CLibrary,
+    c_float_array,
+    write_library,
+)
 from emg2qwerty_ssm.export.cgen.plan import FloatPlan, Linear
 from emg2qwerty_ssm.export.cgen.simd_kernels import (
     INLINE_ACTIVATIONS,
@@ -31,7 +38,8 @@ from emg2qwerty_ssm.export.cgen.simd_kernels import (
     VECTOR_KERNELS,
 )
 
-KERNELS = r"""
+KERNELS = (
+    r"""
 static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
                    int n_out) {
     for (int o = 0; o < n_out; ++o) {
@@ -42,43 +50,17 @@ static void linear(const float *x, int n_in, const float *w, const float *b, flo
     }
 }
 
-static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
-    float mean = 0.0f, var = 0.0f;
-    for (int i = 0; i < n; ++i) mean += x[i];
-    mean = mean / (float)n;
-    for (int i = 0; i < n; ++i) {
-        float d = x[i] - mean;
-        var += d * d;
-    }
-    var = var / (float)n;
-    float inv = 1.0f / sqrtf(var + eps);
-    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
-}
-
+"""
+    + LAYERNORM_C
+    + r"""
 static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* S4D recurrence in real arithmetic: s <- A s + W u per mode, y = Re(sum_m s) + D u. */
-static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
-                     const float *wi, const float *d, const float *u, float *y, int h_dim,
-                     int modes) {
-    for (int h = 0; h < h_dim; ++h) {
-        float acc = 0.0f, uh = u[h];
-        float *sh = s + 2 * h * modes;
-        const int base = h * modes;
-        for (int m = 0; m < modes; ++m) {
-            float sr = sh[2 * m], si = sh[2 * m + 1];
-            float nr = ar[base + m] * sr - ai[base + m] * si + wr[base + m] * uh;
-            float ni = ar[base + m] * si + ai[base + m] * sr + wi[base + m] * uh;
-            sh[2 * m] = nr;
-            sh[2 * m + 1] = ni;
-            acc += nr;
-        }
-        y[h] = acc + d[h] * uh;
-    }
-}
-
+"""
+    + SSM_STEP_C
+    + r"""
 static void log_softmax(const float *x, float *out, int n) {
     float m = x[0], s = 0.0f;
     for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -87,6 +69,7 @@ static void log_softmax(const float *x, float *out, int n) {
     for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
 }
 """
+)
 
 
 STATE_ACCESS = """

@@ -16,11 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from emg2qwerty_ssm.export.cgen.csource import CLibrary, c_float_array, c_int_array, write_library
+from emg2qwerty_ssm.export.cgen.csource import (
+    LAYERNORM_C,
+    SSM_STEP_C,
+    CLibrary,
+    c_float_array,
+    c_int_array,
+    write_library,
+)
 from emg2qwerty_ssm.export.cgen.emit_fp32 import _header
 from emg2qwerty_ssm.export.cgen.quant import Int8Plan, QLinear, QParams
 
-KERNELS = r"""
+KERNELS = (
+    r"""
 /* int32 accumulators of an int8 matrix product; the bias holds the input zero point. */
 static void qmatmul(const int8_t *x, int n_in, const int8_t *w, const int32_t *b, int32_t *acc,
                     int n_out) {
@@ -72,38 +80,12 @@ static void lut8(int8_t *x, int n, const int8_t *lut) {
     for (int i = 0; i < n; ++i) x[i] = lut[x[i] + 128];
 }
 
-static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
-    float mean = 0.0f, var = 0.0f;
-    for (int i = 0; i < n; ++i) mean += x[i];
-    mean = mean / (float)n;
-    for (int i = 0; i < n; ++i) {
-        float d = x[i] - mean;
-        var += d * d;
-    }
-    var = var / (float)n;
-    float inv = 1.0f / sqrtf(var + eps);
-    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
-}
-
-static void ssm_step(float *s, const float *ar, const float *ai, const float *wr,
-                     const float *wi, const float *d, const float *u, float *y, int h_dim,
-                     int modes) {
-    for (int h = 0; h < h_dim; ++h) {
-        float acc = 0.0f, uh = u[h];
-        float *sh = s + 2 * h * modes;
-        const int base = h * modes;
-        for (int m = 0; m < modes; ++m) {
-            float sr = sh[2 * m], si = sh[2 * m + 1];
-            float nr = ar[base + m] * sr - ai[base + m] * si + wr[base + m] * uh;
-            float ni = ar[base + m] * si + ai[base + m] * sr + wi[base + m] * uh;
-            sh[2 * m] = nr;
-            sh[2 * m + 1] = ni;
-            acc += nr;
-        }
-        y[h] = acc + d[h] * uh;
-    }
-}
-
+"""
+    + LAYERNORM_C
+    + r"""
+"""
+    + SSM_STEP_C
+    + r"""
 /* exp(x) for x <= 0 and log(x) for x >= 1 from + - * / only (bit-reproducible). */
 static float det_exp(float x) {
     if (x < -80.0f) x = -80.0f;
@@ -144,6 +126,7 @@ static void log_softmax(const float *x, float *out, int n) {
     for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
 }
 """
+)
 
 
 class _Emitter:

@@ -7,7 +7,10 @@ recurrence over channels. The generated source defines ``EMG_PANEL`` and ``EMG_G
 
 # ruff: noqa: E501  (lines of C)
 
-VECTOR_KERNELS = r"""
+from emg2qwerty_ssm.export.cgen.csource import LAYERNORM_C
+
+VECTOR_KERNELS = (
+    r"""
 /* y = W x + b with W in panels of EMG_PANEL outputs: w[(p * n_in + i) * EMG_PANEL + j] is
  * W[p * EMG_PANEL + j][i], b padded to whole panels. The j loop is one SIMD multiply-add. */
 static void linear(const float *x, int n_in, const float *w, const float *b, float *y,
@@ -59,19 +62,9 @@ static void linear_frames(const float *x, int frames, int x_step, int n_in, cons
     for (; f < frames; ++f) linear(x + (long)f * x_step, n_in, w, b, y + (long)f * y_step, n_out);
 }
 
-static void layernorm(float *x, int n, const float *g, const float *b, float eps) {
-    float mean = 0.0f, var = 0.0f;
-    for (int i = 0; i < n; ++i) mean += x[i];
-    mean = mean / (float)n;
-    for (int i = 0; i < n; ++i) {
-        float d = x[i] - mean;
-        var += d * d;
-    }
-    var = var / (float)n;
-    float inv = 1.0f / sqrtf(var + eps);
-    for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * g[i] + b[i];
-}
-
+"""
+    + LAYERNORM_C
+    + r"""
 /* EMG_ACTIVATIONS */
 
 /* S4D recurrence, mode-major: s = [re (modes, H) | im (modes, H)]; the h loop vectorises and
@@ -107,6 +100,7 @@ static void log_softmax(const float *x, float *out, int n) {
     for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
 }
 """
+)
 
 LIBM_ACTIVATIONS = r"""
 static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
