@@ -21,6 +21,7 @@ __all__ = ["CHECKPOINT_DIR_NAME", "build_callbacks", "build_loggers", "build_tra
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR_NAME = "checkpoints"
+VAL_CONTINUOUS_CER = "val_continuous/CER"  # the paper protocol's validation metric
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
@@ -49,21 +50,19 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[An
 
     ckpt_dir = run_dir / CHECKPOINT_DIR_NAME
     mode = str(cfg.monitor_mode)
+    monitor = str(cfg.monitor_metric)
+    best = [(monitor, "valcont_{epoch}" if monitor == VAL_CONTINUOUS_CER else "val_{epoch}", mode)]
+    if monitor != VAL_CONTINUOUS_CER:  # the paper's 80 s protocol is kept too; Lightning
+        best.append((VAL_CONTINUOUS_CER, "valcont_{epoch}", "min"))  # refuses two per metric
     callbacks: list[Any] = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
-            filename="val_{epoch}",
-            monitor=str(cfg.monitor_metric),
-            mode=mode,
+            filename=filename,
+            monitor=metric,
+            mode=metric_mode,
             auto_insert_metric_name=False,
-        ),
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="valcont_{epoch}",
-            monitor="val_continuous/CER",
-            mode="min",
-            auto_insert_metric_name=False,
-        ),
+        )
+        for metric, filename, metric_mode in best
     ]
     # last.ckpt at every epoch end and periodically, improvement or not (emg2qwerty_ssm.resume)
     periodic = cfg.get("checkpointing") or {}

@@ -504,3 +504,26 @@ def test_wandb_logger_works_offline_without_an_account(tmp_path, cache, monkeypa
     train(cfg)
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()  # CSV alongside
+
+
+@pytest.mark.parametrize(
+    ("monitor", "expected"),
+    [
+        ("val/CER", {"val/CER": "val_{epoch}", "val_continuous/CER": "valcont_{epoch}"}),
+        ("val_continuous/CER", {"val_continuous/CER": "valcont_{epoch}"}),
+    ],
+)
+def test_best_checkpoints_one_per_metric_whatever_is_monitored(
+    monitor: str, expected: dict[str, str], tmp_path: Path
+) -> None:
+    """Monitoring the 80 s protocol used to add a second ModelCheckpoint on the same metric,
+    which Lightning refuses at start-up ("more than one stateful callback")."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from emg2qwerty_ssm.trainer_setup import build_callbacks
+
+    cfg = compose_cfg([f"monitor_metric={monitor}", "progress_bar=none"], run_dir=tmp_path)
+    callbacks = build_callbacks(cfg, tmp_path, has_logger=False)
+    best = {c.monitor: c.filename for c in callbacks if isinstance(c, ModelCheckpoint)}
+    assert best == expected
+    pl.Trainer(callbacks=callbacks, logger=False, enable_progress_bar=False)  # accepted
