@@ -28,11 +28,10 @@ DEMO_DIR ?= outputs/demo
 # One intra-op thread: these small models ran ~8x more updates/s than with two competing threads.
 THREADS ?= 1
 demo: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo hydra.run.dir=$(DEMO_DIR) 'evaluation.splits=[]'
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo train=false \
-		checkpoint=$$(ls -t $(DEMO_DIR)/checkpoints/valcont_*.ckpt | head -n 1) hydra.run.dir=$(DEMO_DIR)/greedy
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo hydra.run.dir=$(DEMO_DIR)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo train=false decoder=ctc_beam decoder.lm_path=$(LM) \
-		checkpoint=$$(ls -t $(DEMO_DIR)/checkpoints/valcont_*.ckpt | head -n 1) hydra.run.dir=$(DEMO_DIR)/beam_lm
+		checkpoint=$$($(PY) -c "import json; print(json.load(open('$(DEMO_DIR)/results.json'))['checkpoint'])") \
+		hydra.run.dir=$(DEMO_DIR)/beam_lm
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -n 2 --dist loadfile -q
