@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emg2qwerty_ssm.charset import charset
 from emg2qwerty_ssm.models.base import State, StreamingModule
 from emg2qwerty_ssm.models.cost import BlockCost, linear_cost
 
 STAGES = ("encoder", "frontend", "backbone")
 INPUT_KINDS = ("raw", "log_spectrogram")
-NUM_CLASSES = 99  # emg2qwerty_ssm.charset: 98 symbols + blank
+NUM_CLASSES = charset().num_classes  # the charset owns it: 98 keys + the CTC blank = 99
 
 
 class EMGModel(nn.Module):
