@@ -113,7 +113,7 @@ def test_instantiated_from_the_run_config(tiny) -> None:
     dm = build_datamodule(cfg, root, split)
     assert isinstance(dm, EMGDataModule) and isinstance(dm.train_transform, Compose)
     assert (dm.window_length, dm.padding, dm.batch_size) == (4000, (1000, 200), 8)
-    assert (dm.long_every, dm.chunk_length, dm.val_continuous_window) == (0, 12000, 160000)
+    assert (dm.long_every, dm.chunk_length, dm.val_continuous_window) == (4, 12000, 160000)
     emg, _ = dm.dataset("val")[1]  # the second window: padded on both sides
     assert emg.shape == (1000 + 4000 + 200, 2, 16)
 
