@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from model_helpers import paper_model as build_paper_model
 
 from emg2qwerty_ssm.models import EMGModel, build_model
 from emg2qwerty_ssm.models import s4d as s4d_module
@@ -139,18 +140,7 @@ PAPER = ("s4_large", "tc_s4_medium", "tc_s4_small")
 
 @pytest.fixture(scope="module", params=PAPER)
 def paper_model(request: pytest.FixtureRequest) -> EMGModel:
-    torch.manual_seed(0)
-    m = build_model(compose_model_config([f"model={request.param}"])).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.normal_(0, 0.1)
-            if isinstance(mod, S4D):
-                mod.log_dt.uniform_(math.log(0.01), math.log(1.0))
-    return m
+    return build_paper_model(request.param, affine=True, timescales=True)
 
 
 def _stream(model: EMGModel, x: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_helpers import paper_model
 
 from emg2qwerty_ssm.models import EMGModel, build_model
 from emg2qwerty_ssm.models.summary import compose_model_config
@@ -16,15 +17,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module", params=PAPER)
 def model(request: pytest.FixtureRequest) -> EMGModel:
-    torch.manual_seed(0)
-    m = build_model(compose_model_config([f"model={request.param}"])).eval()
-    # make BatchNorm non-trivial so its eval-mode statistics are exercised too
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 2.0)
-    return m
+    return paper_model(request.param)
 
 
 def _stream(model: EMGModel, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
