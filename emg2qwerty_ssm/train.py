@@ -6,7 +6,7 @@ the thin Hydra wrapper over ``conf/config.yaml``. One run:
 1. resolve the dataset (synthetic presets are generated on first use), read the split and
    validate it (:class:`~emg2qwerty_ssm.validation.DatasetError` before anything trains);
 2. build the model (from ``cfg.model``, or from ``checkpoint=PATH``: project or seed format)
-   and check its ``input_kind`` against the transforms;
+   and check its ``input_kind`` and ``input_rate_hz`` against the transforms;
 3. fit with Lightning (``train=true``): checkpoints on ``val/CER`` and ``val_continuous/CER``
    plus ``last.ckpt``; a restarted run with the same run dir resumes from ``last.ckpt``;
 4. reload the best ``val/CER`` checkpoint and evaluate every split x protocol on one process;
@@ -88,6 +88,22 @@ def check_input_kind(model_kind: str | None, cfg: DictConfig) -> None:
         raise ValueError(
             f"model {_model_name(cfg)!r} expects input_kind={model_kind!r} but the transforms "
             f"produce {transforms_kind!r}: choose transforms={model_kind}"
+        )
+
+
+def check_input_rate(model_rate: float | None, cfg: DictConfig) -> None:
+    """The model reads at the rate the transforms produce (``transforms.output_rate_hz``).
+
+    The full config sets the model's rate from the transforms; this catches a model file or a
+    checkpoint that brings another rate (its cost, latency and streaming figures would be
+    wrong)."""
+    transforms_rate = cfg.transforms.get("output_rate_hz")
+    if model_rate and transforms_rate and float(model_rate) != float(transforms_rate):
+        raise ValueError(
+            f"model {_model_name(cfg)!r} reads input at {float(model_rate):g} Hz but the "
+            f"transforms produce {float(transforms_rate):g} Hz (transforms.output_rate_hz): "
+            "the rate belongs to the transforms; drop input_rate_hz from the model file "
+            "or choose transforms of that rate"
         )
 
 
@@ -207,6 +223,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     history = claim_run_dir(run_dir, cfg)  # a run dir belongs to one config (or explicit override)
     module = build_module(cfg)
     check_input_kind(getattr(module.model, "input_kind", None) or cfg.model.get("input_kind"), cfg)
+    check_input_rate(getattr(module.model, "input_rate_hz", None), cfg)
     datamodule = build_datamodule(cfg, root, split)
     name = _model_name(cfg, module.model)
     card = model_cost(module.model, name)

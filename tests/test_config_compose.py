@@ -90,11 +90,12 @@ NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
 
 #: dotted keys added or dropped on purpose since the snapshot (left out of the comparison):
 #: the synthetic split name and the dataset's split directory (conf/user/synth.yaml); the
-#: front-end's kernel_sizes, which must equal strides and defaults to them
 #: front-end's kernel_sizes, which must equal strides and defaults to them; the datamodule's
-#: _target_ and the keys it now reads by interpolation (checked below)
+#: _target_ and the keys it now reads by interpolation (checked below); the transforms' output
+#: rate, which model.input_rate_hz (still compared) now comes from
 CHANGED: list[str] = [
     "synth_split",
+    "transforms.output_rate_hz",
     "dataset.split_dir",
     "dataset.format",
     "model.frontend.kernel_sizes",
@@ -148,6 +149,27 @@ def test_datamodule_reads_the_run_settings(case):
         for part in source.split("."):
             value = value[part]
         assert cfg["datamodule"][key] == value, key
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "rate"),
+    [("tds_conv_ctc", "log_spectrogram", 125), ("tc_s4_small", "raw", 2000)],
+)
+def test_the_input_rate_comes_from_the_models_transforms(model, kind, rate):
+    cfg = composed([f"model={model}"])  # tds_conv_ctc selects its transforms (conf/model_input/)
+    assert cfg["transforms"]["kind"] == cfg["model"]["input_kind"] == kind
+    assert cfg["model"]["input_rate_hz"] == cfg["transforms"]["output_rate_hz"] == rate
+    # an override of the transforms' rate reaches the model (one home for the number)
+    cfg = composed([f"model={model}", "transforms.output_rate_hz=1000"])
+    assert cfg["model"]["input_rate_hz"] == 1000
+
+
+def test_no_model_file_sets_the_rate_and_the_spectrogram_rate_follows_its_hop():
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        assert "input_rate_hz" not in OmegaConf.load(path), f"{path} sets input_rate_hz"
+    raw = OmegaConf.load(CONFIG_DIR / "transforms" / "raw.yaml")
+    spec = OmegaConf.load(CONFIG_DIR / "transforms" / "log_spectrogram.yaml")
+    assert spec.output_rate_hz == raw.output_rate_hz / spec.logspec.hop_length
 
 
 @pytest.mark.parametrize("spelling", sorted(NEW_SPELLINGS))

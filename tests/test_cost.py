@@ -228,6 +228,29 @@ def test_cli_json_composes_frontend_override(capsys: pytest.CaptureFixture) -> N
     assert "format='xml'" in capsys.readouterr().err
 
 
+ALONE = [("tds_conv_ctc", 125.0, None), *((n, 2000.0, PAPER[n][1]) for n in sorted(PAPER))]
+
+
+@pytest.mark.parametrize(("name", "rate", "macs"), ALONE)
+def test_cli_card_of_the_model_group_alone(name, rate, macs, capsys) -> None:
+    """The model files set no rate: composed alone (here because the full config fails on an
+    unknown dataset) a model reads at the rate of its input kind's transforms."""
+    from emg2qwerty_ssm.cost import main
+
+    assert main([f"model={name}", "dataset=no_such_dataset", "format=json"]) == 0
+    captured = capsys.readouterr()
+    assert "composing the model group alone" in captured.err
+    card = json.loads(captured.out)
+    assert card["input_rate_hz"] == rate
+    if macs is not None:
+        assert round(card["macs_per_second"], 3) == macs
+    else:
+        assert card["macs_per_second"] == pytest.approx(1.046e9, rel=1e-3)
+    # the full config gives the same card
+    assert main([f"model={name}", "format=json"]) == 0
+    assert json.loads(capsys.readouterr().out) == card
+
+
 def test_egru_card_weights_macs_by_measured_activity() -> None:
     model = _build("+model=egru_s4_small").eval()
     dense = model_card(model)

@@ -193,6 +193,28 @@ def test_build_model_errors_name_the_field() -> None:
         compose_model_config(["model.backbone.d_model=3"])
 
 
+def test_a_model_composed_alone_reads_at_its_transforms_rate(tmp_path) -> None:
+    from emg2qwerty_ssm.models.model import transforms_rate_hz
+
+    # no transforms composed: the rate of conf/transforms/<input_kind>.yaml
+    cfg = compose_model_config(["model=tds_conv_ctc"])
+    assert "input_rate_hz" not in cfg and cfg.input_kind == "log_spectrogram"
+    model = build_model(cfg)
+    assert model.input_rate_hz == 125.0 and model.config["input_rate_hz"] == 125.0
+    assert build_model(compose_model_config(["model=tc_s4_small"])).input_rate_hz == 2000.0
+    # a model config that sets its own rate keeps it (checkpoints carry theirs)
+    plain = build_model(compose_model_config(["model=tc_s4_small"])).config
+    assert build_model({**plain, "input_rate_hz": 1000}).input_rate_hz == 1000.0
+    with pytest.raises(ValueError, match=r"model\.input_rate_hz must be a positive number"):
+        build_model({**plain, "input_rate_hz": "fast"})
+    (tmp_path / "transforms").mkdir()
+    (tmp_path / "transforms" / "raw.yaml").write_text("kind: log_spectrogram\n")
+    with pytest.raises(ValueError, match=r"raw\.yaml: kind is 'log_spectrogram'"):
+        transforms_rate_hz("raw", tmp_path)
+    with pytest.raises(ValueError, match=r"set model\.input_rate_hz"):
+        transforms_rate_hz("log_spectrogram", tmp_path)
+
+
 def test_encoder_pools_then_applies_band_mlps() -> None:
     torch.manual_seed(0)
     enc = RotationInvariantEncoder(mlp_features=[5], input_mean_pooling=4).eval()

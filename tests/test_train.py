@@ -337,6 +337,13 @@ def test_model_and_transforms_must_agree_on_the_input_kind(tmp_path, cache) -> N
         train(cfg)
 
 
+def test_a_model_rate_other_than_the_transforms_is_refused(tmp_path, cache) -> None:
+    # as a model file that set its own input_rate_hz would
+    cfg = compose_cfg(["debug=smoke", "model.input_rate_hz=1000"], tmp_path, cache)
+    with pytest.raises(ValueError, match=r"1000 Hz but the transforms produce 2000 Hz"):
+        train(cfg)
+
+
 def test_objective_looks_up_results_metrics_and_logged_values() -> None:
     results = {
         "CER": 12.0,

@@ -1,8 +1,9 @@
 """The composed model: encoder → front-end → back-end → classifier, built from a config node.
 
-``model_cfg`` (the Hydra ``model`` node, see docs/models.md) has ``name``, ``input_rate_hz``,
-``input_kind`` and three stage nodes ``encoder``, ``frontend`` and ``backbone``, each with a
-``_target_``. :func:`build_model` instantiates them in order, passing
+``model_cfg`` (the Hydra ``model`` node, see docs/models.md) has ``name``, ``input_kind``,
+``input_rate_hz`` (set from the transforms in the full config; without it, the rate of
+conf/transforms/<input_kind>.yaml) and three stage nodes ``encoder``, ``frontend`` and
+``backbone``, each with a ``_target_``. :func:`build_model` instantiates them in order, passing
 ``in_features=<previous stage's out_features>`` to the front-end and the back-end.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -203,11 +205,44 @@ def _plain(cfg: Any) -> dict[str, Any]:
     raise TypeError(f"model config must be a mapping, got {type(cfg).__name__}")
 
 
+def transforms_rate_hz(input_kind: str, config_dir: Path | None = None) -> float:
+    """``output_rate_hz`` of ``conf/transforms/<input_kind>.yaml``: the rate of a model whose
+    config carries no ``input_rate_hz``.
+
+    The rate belongs to the transforms: the full config sets ``model.input_rate_hz:
+    ${transforms.output_rate_hz}`` (conf/config.yaml). A ``model`` group composed alone
+    (``compose_model_config``, ``compose(overrides=["+model=..."])``) has no transforms, so
+    its rate is that of the transforms its ``input_kind`` names, read from the same file.
+    """
+    from omegaconf import OmegaConf
+
+    from emg2qwerty_ssm import CONFIG_DIR
+
+    path = Path(config_dir or CONFIG_DIR) / "transforms" / f"{input_kind}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"model.input_rate_hz is not set and there is no {path} to take it from "
+            f"(input_kind={input_kind!r}); set model.input_rate_hz"
+        )
+    node = OmegaConf.load(path)
+    kind, rate = node.get("kind"), node.get("output_rate_hz")
+    if kind != input_kind:
+        raise ValueError(f"{path}: kind is {kind!r}, expected {input_kind!r}")
+    return _positive_rate(rate, f"{path}: output_rate_hz")
+
+
+def _positive_rate(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{where} must be a positive number of Hz, got {value!r}")
+    return float(value)
+
+
 def build_model(model_cfg: Any) -> EMGModel:
     """Instantiate encoder, front-end and back-end from ``model_cfg`` and add the classifier.
 
-    Raises ``ValueError`` naming the offending field for missing stages, bad ``input_kind``
-    or a stage that cannot be instantiated (e.g. a key the chosen class does not accept).
+    Raises ``ValueError`` naming the offending field for missing stages, a bad ``input_kind``
+    or ``input_rate_hz``, or a stage that cannot be instantiated (e.g. a key the chosen class
+    does not accept).
     """
     from hydra.utils import instantiate
 
@@ -222,6 +257,10 @@ def build_model(model_cfg: Any) -> EMGModel:
     input_kind = cfg.get("input_kind", "raw")
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"model.input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    if cfg.get("input_rate_hz") is None:
+        rate = transforms_rate_hz(input_kind)
+    else:
+        rate = _positive_rate(cfg["input_rate_hz"], f"model {name!r}: model.input_rate_hz")
     stages: dict[str, StreamingModule] = {}
     in_features: int | None = None
     for stage_name in STAGES:
@@ -250,8 +289,8 @@ def build_model(model_cfg: Any) -> EMGModel:
     return EMGModel(
         **stages,
         num_classes=int(cfg.get("num_classes", NUM_CLASSES)),
-        input_rate_hz=float(cfg.get("input_rate_hz", 2000.0)),
+        input_rate_hz=rate,
         name=name,
         input_kind=input_kind,
-        config=cfg,
+        config={**cfg, "input_rate_hz": rate},  # saved checkpoints carry the resolved rate
     )
