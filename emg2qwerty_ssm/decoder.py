@@ -243,7 +243,7 @@ class CTCBeamDecoder(_CTCBeamDecoder):
         self._time_dtype = np.asarray(timestamps).dtype
         return super().decode(emissions, timestamps, finish)
 
-    def finish(self) -> LabelData:  # type: ignore[override]
+    def finish(self) -> LabelData:
         """End the sequence (``</s>`` LM scores, re-rank) and return the best decoding."""
         super().finish()
         labels, times = self._best()

@@ -62,7 +62,7 @@ def claim_run_dir(run_dir: Path, cfg: DictConfig | Mapping[str, Any]) -> list[di
     """
     path = run_dir / RUN_CONFIG
     has_work = (run_dir / RESULTS_FILE).is_file() or any(run_dir.glob("checkpoints/*.ckpt"))
-    plain = _plain(cfg)  # type: ignore[arg-type]
+    plain = _plain(cfg)
     digest = config_hash(cfg)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if not path.is_file() or not has_work:

@@ -151,9 +151,10 @@ def _window_source(loader: Any, index: int) -> str:
     """The session file of window ``index`` of a sequential loader over (Concat)datasets."""
     dataset = getattr(loader, "dataset", None)
     parts = getattr(dataset, "datasets", None)
-    if parts is not None:
-        k = bisect.bisect_right(dataset.cumulative_sizes, index)
-        offset = dataset.cumulative_sizes[k - 1] if k else 0
+    sizes = getattr(dataset, "cumulative_sizes", None)  # a ConcatDataset's
+    if parts is not None and sizes is not None:
+        k = bisect.bisect_right(sizes, index)
+        offset = sizes[k - 1] if k else 0
         dataset, index = parts[k], index - offset
     path = getattr(dataset, "hdf5_path", None)
     return f"session {path} (window {index})" if path is not None else f"window {index}"

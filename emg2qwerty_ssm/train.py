@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -50,6 +50,9 @@ from emg2qwerty_ssm.run_data import prepare_dataset
 from emg2qwerty_ssm.run_dir import claim_run_dir
 from emg2qwerty_ssm.trainer_setup import CHECKPOINT_DIR_NAME, build_loggers, build_trainer
 
+if TYPE_CHECKING:
+    from emg2qwerty_ssm.models.model import EMGModel
+
 log = logging.getLogger(__name__)
 
 
@@ -67,11 +70,11 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 # ---------------------------------------------------------------------------- models
-def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict | None]:
+def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[EMGModel, dict | None]:
     """A model and its ``model`` config from a checkpoint: this trainer's Lightning checkpoints,
     the project's own format or the seed's Lightning format (``emg2qwerty_ssm.load_model``,
     which unpickles with ``weights_only=True`` and maps seed weights)."""
-    from emg2qwerty_ssm import load_model
+    from emg2qwerty_ssm.models.checkpoints import load_model
 
     path = resolve_user_path(path)
     if not path.is_file():

@@ -87,7 +87,7 @@ def synthetic_split(
     preset: str = "tiny", seed: int = 0, user: str = "user0", split: str = "test"
 ) -> list[Path]:
     """Session files of ``split`` (train/val/test) of a synthetic dataset (generated if absent)."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from emg2qwerty_ssm.synthetic import ensure_dataset
 
@@ -96,7 +96,10 @@ def synthetic_split(
     if not split_file.is_file():
         names = sorted(p.stem for p in (root / "splits").glob("*.yaml"))
         raise ExportError(f"synthetic {preset}: no split {user!r}; choose one of {names}")
-    entries = OmegaConf.load(split_file)["dataset"].get(split) or []
+    node = OmegaConf.load(split_file)
+    if not isinstance(node, DictConfig) or not isinstance(node.get("dataset"), DictConfig):
+        raise ExportError(f"{split_file}: expected a mapping with a 'dataset' node")
+    entries = node.dataset.get(split) or []
     return [root / f"{entry['session']}.hdf5" for entry in entries]
 
 

@@ -86,6 +86,17 @@ class _S4DRealStep(nn.Module):
     layer's parameters at construction.
     """
 
+    # the buffers registered below (declared for the type checker)
+    a_re: torch.Tensor
+    a_im: torch.Tensor
+    b_re: torch.Tensor
+    b_im: torch.Tensor
+    c_re: torch.Tensor
+    c_im: torch.Tensor
+    d: torch.Tensor
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+
     def __init__(self, layer: S4D) -> None:
         super().__init__()
         with torch.no_grad():
@@ -198,12 +209,14 @@ class ExportableStep(nn.Module):
         rec: GRUFrontend, x: torch.Tensor, h: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """torch.nn.GRU's equations (gates r, z, n) over ``x (steps, C)`` from ``h (H,)``."""
-        rnn = rec.rnn
-        gx_all = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)
+        # layer 0 of torch.nn.GRU: weight_ih, weight_hh, bias_ih, bias_hh
+        w_ih, w_hh, *biases = rec.rnn.all_weights[0]
+        b_ih, b_hh = biases if biases else (None, None)
+        gx_all = F.linear(x, w_ih, b_ih)
         hidden = rec.d_hidden
         outs = []
         for t in range(x.shape[0]):
-            gx, gh = gx_all[t], F.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0)
+            gx, gh = gx_all[t], F.linear(h, w_hh, b_hh)
             r = torch.sigmoid(gx[:hidden] + gh[:hidden])
             z = torch.sigmoid(gx[hidden : 2 * hidden] + gh[hidden : 2 * hidden])
             n = torch.tanh(gx[2 * hidden :] + r * gh[2 * hidden :])
@@ -264,14 +277,14 @@ class ExportableStep(nn.Module):
 
 @torch.no_grad()
 def stream_step(
-    step: nn.Module, emg: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None
+    step: ExportableStep, emg: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None
 ) -> torch.Tensor:
     """Run ``step`` over a whole session ``emg (T, bands, electrodes)``: ``(T // stride, K)``.
 
     The trailing ``T % stride`` samples make no frame (as the offline model drops them).
     """
-    stride = cast(int, step.stride)
-    state = tuple(step.initial_state()) if state is None else state
+    stride = step.stride
+    state = step.initial_state() if state is None else state
     frames = []
     for k in range(emg.shape[0] // stride):
         out = step(emg[k * stride : (k + 1) * stride], *state)

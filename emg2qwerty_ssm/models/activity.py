@@ -21,8 +21,9 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def reset_activity(model: nn.Module) -> None:
     """Forget the activity statistics of every event-based stage (SNN, EGRU) in ``model``."""
     for _, module in _stages(model):
-        if callable(getattr(module, "reset_activity", None)):
-            module.reset_activity()
+        fn = getattr(module, "reset_activity", None)
+        if callable(fn):
+            fn()
 
 
 def regularization_loss(model: nn.Module) -> torch.Tensor | None:

@@ -36,6 +36,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
+def _bias(layer: nn.Conv1d | nn.Linear) -> torch.Tensor:
+    """The layer's bias (the fused step mirrors layers built with one)."""
+    if layer.bias is None:
+        raise ValueError(f"fused path: {layer} has no bias; expected one")
+    return layer.bias
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x * _SQRT_HALF))
 
@@ -144,7 +151,7 @@ class FusedPlan:
                         _np(t.c_read).reshape(s4.d_model, -1),
                         _np(t.d_c),
                         w_out,
-                        _np(s4.out_conv.bias),
+                        _np(_bias(s4.out_conv)),
                         (ln_w, ln_b, norm.eps),
                         p,
                     )  # fmt: skip

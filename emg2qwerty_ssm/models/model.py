@@ -214,7 +214,7 @@ def transforms_rate_hz(input_kind: str, config_dir: Path | None = None) -> float
     (``compose_model_config``, ``compose(overrides=["+model=..."])``) has no transforms, so
     its rate is that of the transforms its ``input_kind`` names, read from the same file.
     """
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from emg2qwerty_ssm import CONFIG_DIR
 
@@ -225,6 +225,8 @@ def transforms_rate_hz(input_kind: str, config_dir: Path | None = None) -> float
             f"(input_kind={input_kind!r}); set model.input_rate_hz"
         )
     node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise ValueError(f"{path}: expected a mapping with kind and output_rate_hz")
     kind, rate = node.get("kind"), node.get("output_rate_hz")
     if kind != input_kind:
         raise ValueError(f"{path}: kind is {kind!r}, expected {input_kind!r}")

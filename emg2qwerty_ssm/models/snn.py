@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -188,7 +188,7 @@ class SNNFrontend(StreamingModule):
 
     # -- the network -------------------------------------------------------------------------
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        dtype = self.linears[0].weight.dtype
+        dtype = cast(nn.Linear, self.linears[0]).weight.dtype
         v = [
             torch.full((batch_size, c), n.initial_v(), device=device, dtype=dtype)
             if isinstance(n, LIFNeurons)

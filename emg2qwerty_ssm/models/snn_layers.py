@@ -54,15 +54,19 @@ class BlockBatchNorm1d(nn.BatchNorm1d):
         y = (blocks - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight + self.bias
+        running_mean, running_var = self.running_mean, self.running_var
+        tracked = self.num_batches_tracked
+        if running_mean is None or running_var is None or tracked is None:
+            return y.reshape(x.shape)  # track_running_stats=False: nothing to update
         with torch.no_grad():  # sequential momentum updates, in closed form
             m = self.momentum if self.momentum is not None else 0.1
             count = blocks.shape[0]
             decay = (1.0 - m) ** torch.arange(count - 1, -1, -1, device=x.device, dtype=x.dtype)
             weights = (m * decay)[:, None]
-            self.running_mean.mul_((1.0 - m) ** count).add_((weights * mean[:, 0]).sum(0))
+            running_mean.mul_((1.0 - m) ** count).add_((weights * mean[:, 0]).sum(0))
             unbiased = var[:, 0] * (n / (n - 1))
-            self.running_var.mul_((1.0 - m) ** count).add_((weights * unbiased).sum(0))
-            self.num_batches_tracked.add_(count)
+            running_var.mul_((1.0 - m) ** count).add_((weights * unbiased).sum(0))
+            tracked.add_(count)
         return y.reshape(x.shape)
 
 
