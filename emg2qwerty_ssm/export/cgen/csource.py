@@ -102,3 +102,14 @@ static void ssm_step(float *s, const float *ar, const float *ai, const float *wr
     }
 }
 """.lstrip("\n")
+
+# fp32 log-probabilities of the logits (the int8 library has its own, on det_exp/det_log)
+LOG_SOFTMAX_C = r"""
+static void log_softmax(const float *x, float *out, int n) {
+    float m = x[0], s = 0.0f;
+    for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+    for (int i = 0; i < n; ++i) s += expf(x[i] - m);
+    float ls = logf(s);
+    for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
+}
+""".lstrip("\n")

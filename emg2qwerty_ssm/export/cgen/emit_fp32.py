@@ -26,6 +26,7 @@ import numpy as np
 from emg2qwerty_ssm.export.cgen.csource import (
     HEADER,
     LAYERNORM_C,
+    LOG_SOFTMAX_C,
     SSM_STEP_C,
     CLibrary,
     c_float_array,
@@ -60,15 +61,8 @@ static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* S4D recurrence in real arithmetic: s <- A s + W u per mode, y = Re(sum_m s) + D u. */
 """
     + SSM_STEP_C
-    + r"""
-static void log_softmax(const float *x, float *out, int n) {
-    float m = x[0], s = 0.0f;
-    for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-    for (int i = 0; i < n; ++i) s += expf(x[i] - m);
-    float ls = logf(s);
-    for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
-}
-"""
+    + "\n"
+    + LOG_SOFTMAX_C
 )
 
 

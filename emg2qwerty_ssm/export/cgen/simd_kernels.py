@@ -7,7 +7,7 @@ recurrence over channels. The generated source defines ``EMG_PANEL`` and ``EMG_G
 
 # ruff: noqa: E501  (lines of C)
 
-from emg2qwerty_ssm.export.cgen.csource import LAYERNORM_C
+from emg2qwerty_ssm.export.cgen.csource import LAYERNORM_C, LOG_SOFTMAX_C
 
 VECTOR_KERNELS = (
     r"""
@@ -92,14 +92,8 @@ static void ssm_step(float *restrict s, const float *restrict ar, const float *r
     for (int h = 0; h < h_dim; ++h) y[h] += d[h] * u[h];
 }
 
-static void log_softmax(const float *x, float *out, int n) {
-    float m = x[0], s = 0.0f;
-    for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-    for (int i = 0; i < n; ++i) s += expf(x[i] - m);
-    float ls = logf(s);
-    for (int i = 0; i < n; ++i) out[i] = (x[i] - m) - ls;
-}
 """
+    + LOG_SOFTMAX_C
 )
 
 LIBM_ACTIVATIONS = r"""
