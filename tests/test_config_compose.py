@@ -43,8 +43,8 @@ CASES: dict[str, list[str]] = {
     "trainer_cpu": ["trainer=cpu"],
     "trainer_gpu": ["trainer=gpu"],
     "trainer_ddp": ["trainer=ddp"],
-    "pareto_s": ["+sweep=pareto_synthetic", "+sweep/pareto_size=s"],
-    "pareto_medium": ["+sweep=pareto_synthetic", "+sweep/pareto_size=tc_s4_medium"],
+    "pareto_s": ["+sweep=pareto_synthetic", "sweep/pareto_size=s"],
+    "pareto_medium": ["+sweep=pareto_synthetic", "sweep/pareto_size=tc_s4_medium"],
     "budget_width": ["+sweep=budget_width"],
     "frontend_family": ["+sweep=frontend_family", "+sweep/frontend=gru"],
 }
@@ -184,3 +184,14 @@ if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     snap = {case: composed(overrides) for case, overrides in sorted(CASES.items())}
     SNAPSHOT.write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(snap)} cases to {SNAPSHOT}")
+
+
+def test_pareto_size_wins_over_the_demo_recipe_in_any_order():
+    # The sweep selects sweep/pareto_size after the demo recipe's model, so the size given on
+    # the command line decides the model wherever it stands (it once lost when put first).
+    for overrides in (
+        ["+sweep=pareto_synthetic", "sweep/pareto_size=tc_s4_medium"],
+        ["sweep/pareto_size=tc_s4_medium", "+sweep=pareto_synthetic"],
+    ):
+        assert composed(overrides)["model"]["name"] == "tc_s4_medium", overrides
+    assert composed(["+sweep=pareto_synthetic"])["model"]["name"] == "tc_s4_small"
