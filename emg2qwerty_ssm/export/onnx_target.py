@@ -82,12 +82,19 @@ class OnnxStreamer:
         self.specs, self.stride = tuple(specs), int(stride)
         self.state_names = [onnx_name(s.name) for s in self.specs]
         self.output_names = ["log_probs", *(f"new_{n}" for n in self.state_names)]
+        # float32, or float64 for a step exported with dtype=torch.float64
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        self.state_dtypes = [
+            np.float64 if types[n] == "tensor(double)" else np.float32 for n in self.state_names
+        ]
 
     def initial_state(self) -> list[np.ndarray]:
-        return [np.zeros(s.shape, dtype=np.float32) for s in self.specs]
+        pairs = zip(self.specs, self.state_dtypes, strict=True)
+        return [np.zeros(spec.shape, dtype=dtype) for spec, dtype in pairs]
 
     def run(self, emg: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``emg (T, bands, electrodes)`` -> log-probs ``(T // stride, K)`` float32."""
+        """``emg (T, bands, electrodes)`` -> log-probs ``(T // stride, K)`` (float32, float64
+        for a float64 step)."""
         x = np.ascontiguousarray(np.asarray(emg, dtype=np.float32))
         state = self.initial_state()
         frames = []

@@ -15,12 +15,19 @@ whole encoder pools, whole temporal-conv blocks, whole GRU blocks and whole S4D 
 only thing carried from one window to the next is recurrent state (GRU/EGRU hidden state and
 the S4D modes). The complex S4D state ``z (H, modes)`` is kept as two real tensors
 ``re, im`` and advanced per frame by ``z' = Ā z + B̄ u`` written in real arithmetic;
-``y = 2 Re(C z') + D u``. The discretised constants are taken from ``S4D._discrete()`` once,
-at construction, so later changes to the model's parameters are not seen.
+``y = 2 Re(C z') + D u``. The discretised constants are computed once, at construction, in
+float64 (``S4D.tables()``, as the offline model's own tables) and rounded once to the step's
+dtype, so later changes to the model's parameters are not seen.
+
+``dtype``: the step computes in float32 (the deployed artefact) or float64. The float64 step
+is the exactness check of the export itself: without float32 rounding it equals the float64
+offline model to ~1e-12, so any larger difference is a wrong graph, not rounding
+(docs/export.md, "Parity").
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import cast
 
@@ -83,7 +90,9 @@ class _S4DRealStep(nn.Module):
 
     Buffers ``(H, modes)``: ``a_re, a_im`` (Ā), ``b_re, b_im`` (B̄), ``c_re, c_im`` (2 C);
     ``d (H)``; the head's ``out_weight (2H, H)``, ``out_bias (2H)``. All are snapshots of the
-    layer's parameters at construction.
+    layer's parameters at construction, in ``dtype``. ``Ā = exp(dt·A)`` and ``B̄`` come from the
+    layer's float64 tables and are rounded once (computing them in float32 adds a few ulp of
+    error to ``Ā`` and, through ``exp(dt·A) - 1``, to ``B̄``).
     """
 
     # the buffers registered below (declared for the type checker)
@@ -97,11 +106,10 @@ class _S4DRealStep(nn.Module):
     out_weight: torch.Tensor
     out_bias: torch.Tensor
 
-    def __init__(self, layer: S4D) -> None:
+    def __init__(self, layer: S4D, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        with torch.no_grad():
-            dt_a, b_bar, c = layer._discrete()
-            a_bar = torch.exp(dt_a)
+        tables = layer.tables()  # float64 dt·A, B̄, C (eval-mode cache of the layer)
+        a_bar, b_bar, c = torch.exp(tables.dt_a), tables.b_bar, tables.c
         for name, value in (
             ("a_re", a_bar.real),
             ("a_im", a_bar.imag),
@@ -110,15 +118,15 @@ class _S4DRealStep(nn.Module):
             ("c_re", 2 * c.real),  # the factor 2 of y = 2 Re(C z) folded in
             ("c_im", 2 * c.imag),
         ):
-            self.register_buffer(name, value.detach().float().contiguous().clone())
-        self.register_buffer("d", layer.D.detach().float().clone())
+            self.register_buffer(name, value.detach().to(dtype).contiguous().clone())
+        self.register_buffer("d", layer.D.detach().to(dtype).clone())
         # The 1x1 conv of the head as a Linear's (2H, H) weight, stored already squeezed: a
         # squeeze in the graph would make the ONNX weight a computed value, which the int8
         # quantiser treats as an activation instead of a per-channel weight.
         conv = layer.out_conv
-        self.register_buffer("out_weight", conv.weight.detach().squeeze(-1).clone())
+        self.register_buffer("out_weight", conv.weight.detach().squeeze(-1).to(dtype).clone())
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.register_buffer("out_bias", bias.detach().clone())
+        self.register_buffer("out_bias", bias.detach().to(dtype).clone())
 
     def forward(
         self, u: torch.Tensor, re: torch.Tensor, im: torch.Tensor
@@ -144,19 +152,39 @@ class ExportableStep(nn.Module):
     with the state tensors in :attr:`state_specs` order. :meth:`initial_state` is the state
     before the first window (all zeros, as the model's own streaming state).
     The model is put in eval mode (dropout off, BatchNorm statistics frozen).
+
+    ``dtype`` is what the step computes in and what its state and log-probs are: float32 (the
+    deployed step) or float64 (a float64 copy of the model: the exactness check of the
+    export). The window is float32 in both (raw EMG is stored as float32).
     """
 
-    def __init__(self, model: EMGModel) -> None:
+    def __init__(self, model: EMGModel, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"ExportableStep dtype must be float32 or float64, got {dtype}")
         check_exportable(model)
         model.eval()
+        if dtype != next(model.parameters()).dtype:
+            model = copy.deepcopy(model).to(dtype).eval()
         self.model = model
+        self.dtype = dtype
         self.stride = model.stride
         encoder = cast(RotationInvariantEncoder, model.encoder)
         self.input_shape = (self.stride, encoder.bands, encoder.electrodes)
         self.num_classes = model.classifier.out_features
         backbone = cast(S4DBackbone, model.backbone)
-        self.s4_steps = nn.ModuleList(_S4DRealStep(cast(S4D, s4)) for s4 in backbone.s4_layers)
+        with torch.no_grad():
+            self.s4_steps = nn.ModuleList(
+                _S4DRealStep(cast(S4D, s4), dtype) for s4 in backbone.s4_layers
+            )
+        self.tc_strides: list[int] = []
+        if isinstance(model.frontend, TemporalConvFrontend):
+            # the offline model's eval path: each kernel = stride conv as a Linear over its
+            # stacked frames with BatchNorm folded in (and ONNX Runtime has no float64 Conv)
+            for i, (weight, bias, s) in enumerate(model.frontend._folded_layers()):
+                self.register_buffer(f"tc_weight_{i}", weight.detach().clone())
+                self.register_buffer(f"tc_bias_{i}", bias.detach().clone())
+                self.tc_strides.append(s)
         specs: list[StateSpec] = []
         frontend = model.frontend
         if isinstance(frontend, EGRUFrontend):
@@ -179,8 +207,8 @@ class ExportableStep(nn.Module):
         return [s.name for s in self.state_specs]
 
     def initial_state(self) -> tuple[torch.Tensor, ...]:
-        """Zero state, one float32 tensor per :attr:`state_specs` entry."""
-        return tuple(torch.zeros(s.shape) for s in self.state_specs)
+        """Zero state, one tensor of :attr:`dtype` per :attr:`state_specs` entry."""
+        return tuple(torch.zeros(s.shape, dtype=self.dtype) for s in self.state_specs)
 
     # -- stages --------------------------------------------------------------------------
     def _frontend(
@@ -191,7 +219,11 @@ class ExportableStep(nn.Module):
         if isinstance(frontend, IdentityFrontend):
             return x, []
         if isinstance(frontend, TemporalConvFrontend):
-            return frontend.layers(x.t().unsqueeze(0)).squeeze(0).t(), []
+            for i, s in enumerate(self.tc_strides):
+                weight, bias = getattr(self, f"tc_weight_{i}"), getattr(self, f"tc_bias_{i}")
+                frames = x.reshape(x.shape[0] // s, s, x.shape[1]).transpose(1, 2)
+                x = F.gelu(F.linear(frames.reshape(frames.shape[0], -1), weight, bias))
+            return x, []
         rec = cast(GRUFrontend | EGRUFrontend, frontend)
         p = rec.mean_pooling
         if p > 1:
@@ -267,6 +299,7 @@ class ExportableStep(nn.Module):
     def forward(self, window: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``window (stride, bands, electrodes)`` -> ``(log_probs (K,), *new_state)``."""
         model = self.model
+        window = window.to(self.dtype)
         x = model.encoder(window.unsqueeze(1)).squeeze(1)  # (stride / pool, 2F)
         n_front = len(self.state_specs) - 2 * len(self.s4_steps)
         x, front_state = self._frontend(x, list(state[:n_front]))
