@@ -51,7 +51,7 @@ def plot(
         pts = [g for g in groups if g.on_front == on_front]
         if not pts:
             continue
-        what = "Pareto front (means)" if on_front else "mean +- sd over seeds"
+        what = "Pareto front (means)" if on_front else "mean ± sd over seeds"
         ax.errorbar(
             [g.macs_per_second for g in pts],
             [g.mean for g in pts],
@@ -74,14 +74,15 @@ def plot(
             color=OURS,
             lw=1.5,
         )
-        for g in front:
-            ax.annotate(
-                g.name[:40] + (f" (n={g.n})" if g.n > 1 else ""),
-                (g.macs_per_second, g.mean),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
+    # every model named when they are few (a sweep's sizes); only the front among many (Optuna)
+    for g in groups if len(groups) <= 12 else front:
+        ax.annotate(
+            g.name[:40] + (f" (n={g.n})" if g.n > 1 else ""),
+            (g.macs_per_second, g.mean),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     _draw_references(ax, references)
     ax.set_xscale("log")
     ax.set_xlabel("MAC/s of streaming 2 kHz input (cost convention of docs/models.md)")
