@@ -52,7 +52,6 @@ class Job:
     size: str
     seed: int
     model: str
-    macs_per_second: float | None
     dir: Path
     config: Any  # the composed job config (its hash decides whether results.json is this run's)
 
@@ -73,8 +72,6 @@ def plan_jobs(
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from emg2qwerty_ssm.cost import config_card
-
     jobs = []
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         for size in sizes:
@@ -94,17 +91,13 @@ def plan_jobs(
                     subdir = str(cfg.hydra.sweep.subdir)
                 except OmegaConfBaseException as err:
                     raise ValueError(
-                        f"hydra.sweep.subdir={cfg.hydra.sweep._get_node('subdir')!s}: the job "
-                        f"dir must follow from the job's config (model, seed), not from "
-                        f"hydra.job.num, which every stream counts from 0 ({err})"
+                        f"hydra.sweep.subdir does not follow from the job's config ({err}): it "
+                        "must name a job by its model and seed, not by hydra.job.num, which "
+                        "every stream counts from 0"
                     ) from None
                 with open_dict(cfg):  # the job's own config has no hydra node (nor its hash)
                     del cfg["hydra"]
-                try:
-                    macs = float(config_card(cfg.model)["macs_per_second"])
-                except (NotImplementedError, ValueError, KeyError, TypeError):
-                    macs = None  # only the figure needs it, and the run measures it itself
-                jobs.append(Job(size, seed, str(cfg.model.name), macs, sweep_dir / subdir, cfg))
+                jobs.append(Job(size, seed, str(cfg.model.name), sweep_dir / subdir, cfg))
     dirs = [j.dir for j in jobs]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"two jobs share a run dir: {sorted(map(str, dirs))}")

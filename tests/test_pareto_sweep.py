@@ -37,8 +37,8 @@ def test_balance_gives_each_size_to_the_least_loaded_stream() -> None:
 
 
 def test_remaining_seconds_count_unfinished_jobs_at_measured_times(tmp_path: Path) -> None:
-    jobs = [Job("m", k, "tc_s4_m", 1.0, tmp_path / f"m{k}", None) for k in range(3)]
-    jobs += [Job("new", k, "x", 1.0, tmp_path / f"n{k}", None) for k in range(2)]
+    jobs = [Job("m", k, "tc_s4_m", tmp_path / f"m{k}", None) for k in range(3)]
+    jobs += [Job("new", k, "x", tmp_path / f"n{k}", None) for k in range(2)]
     done = {jobs[0].dir: {"wall_time_s": 300.0}}  # seed 0 of m finished in 300 s
     costs = remaining_seconds(jobs, done)
     assert costs == {"m": 600.0, "new": 2 * max(pareto_sweep.MEASURED_S.values())}
@@ -50,7 +50,8 @@ def test_job_dirs_follow_model_and_seed(tmp_path: Path) -> None:
     assert [j.dir.relative_to(tmp_path).as_posix() for j in jobs] == [
         "tc_s4_xxs_seed0", "tc_s4_xxs_seed1", "tc_s4_small_seed0", "tc_s4_small_seed1",
     ]  # fmt: skip
-    assert jobs[0].macs_per_second < jobs[2].macs_per_second
+    assert [j.model for j in jobs] == ["tc_s4_xxs"] * 2 + ["tc_s4_small"] * 2
+    assert [j.config.seed for j in jobs] == [0, 1, 0, 1]
     assert all(j.config.skip_finished for j in jobs)
     with pytest.raises(ValueError, match="hydra.job.num"):
         plan_jobs(["xxs"], [0], tmp_path, ["hydra.sweep.subdir=${hydra.job.num}_x"])
