@@ -61,11 +61,18 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_recurrent_frontends.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_data_loading.py
 
-# The budget sweep on synthetic data and the CER-vs-MAC/s figure (<= 45 min on 2 CPU cores).
+# The budget sweep on synthetic data (every size x SEEDS) in PARALLEL single-thread streams,
+# then the CER-vs-MAC/s figure with mean +- sd over the seeds (docs/compute.md). Resumable: the
+# same command again skips finished jobs and resumes a killed one from its last.ckpt.
+# SIZES: a comma-separated subset of sweeps/pareto_size/ (empty: all of the sweep's sizes).
 PARETO_DIR ?= multirun/pareto_synthetic
+SEEDS ?= 0,1,2
+PARALLEL ?= 2
+SIZES ?=
 pareto: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train -m +sweep=pareto_synthetic hydra.sweep.dir=$(PARETO_DIR)
-	$(PY) scripts/pareto.py $(PARETO_DIR) --metric test/paper/greedy --out docs/figures/pareto_synthetic
+	$(PY) scripts/run_pareto.py --sweep-dir $(PARETO_DIR) --seeds $(SEEDS) --parallel $(PARALLEL) \
+		--threads $(THREADS) $(if $(SIZES),--sizes $(SIZES)) --metric test/paper/greedy \
+		--out docs/figures/pareto_synthetic
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache .mypy_cache

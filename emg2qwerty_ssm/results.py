@@ -53,6 +53,7 @@ _HASH_EXCLUDED = (
     "num_workers",
     "resume",
     "allow_config_change",
+    "skip_finished",
 )
 
 

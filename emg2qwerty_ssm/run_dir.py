@@ -7,6 +7,9 @@ the differing keys named, because it would resume the old run's checkpoint under
 config and ``results.json`` would then describe a run that never happened. The explicit
 override ``allow_config_change=true`` continues anyway and records every change in
 ``run_config.json`` (``history``) and in ``results.json`` (``config_history``).
+
+:func:`finished_results` lets a rerun skip a run that already finished (``skip_finished=true``,
+set by the ``make pareto`` sweep): a complete ``results.json`` of the same config hash.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from emg2qwerty_ssm.atomic_io import atomic_write_text
-from emg2qwerty_ssm.results import _HASH_EXCLUDED, RESULTS_FILE, _plain, config_hash
+from emg2qwerty_ssm.results import (
+    _HASH_EXCLUDED,
+    RESULTS_FILE,
+    _plain,
+    config_hash,
+    read_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +101,25 @@ def claim_run_dir(run_dir: Path, cfg: DictConfig | Mapping[str, Any]) -> list[di
     record.update(config_hash=digest, config=plain, history=history)
     atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
     return history
+
+
+def finished_results(run_dir: Path, cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``results.json`` of ``run_dir`` when it is complete and of this config, else None.
+
+    Complete: valid JSON with every required key (a kill never leaves a partial file, since
+    results.json is written atomically, but a hand-edited or foreign one may lack keys). A
+    results.json of another config is not "finished": the run goes on and
+    :func:`claim_run_dir` then refuses it by name.
+    """
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = read_results(path)
+    except ValueError as err:
+        log.warning("%s is not a complete result (%s); running again", path, err)
+        return None
+    if results.get("config_hash") != config_hash(cfg):
+        log.warning("%s holds a run of another config; not skipped", path)
+        return None
+    return results

@@ -12,6 +12,9 @@ the thin Hydra wrapper over ``conf/config.yaml``. One run:
 4. reload the best ``val/CER`` checkpoint and evaluate every split x protocol on one process;
 5. write ``<run dir>/results.json`` atomically and print a summary table.
 
+With ``skip_finished=true`` a run dir that already holds a complete ``results.json`` of the
+same config returns it at once ("already finished"), so a rerun sweep skips its finished jobs.
+
 The pieces live beside it: the dataset and split (:mod:`emg2qwerty_ssm.run_data`,
 :mod:`emg2qwerty_ssm.data.splits`), the Trainer (:mod:`emg2qwerty_ssm.trainer_setup`), the
 final evaluation and report (:mod:`emg2qwerty_ssm.final_eval`) and the results file with its
@@ -39,7 +42,7 @@ from emg2qwerty_ssm.data.splits import check_split, resolve_split, session_forma
 from emg2qwerty_ssm.final_eval import build_results, eval_device, evaluate_all, print_summary
 from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
 from emg2qwerty_ssm.paths import resolve_user_path
-from emg2qwerty_ssm.results import FAILED_FILE, objective, write_results
+from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE, objective, write_results
 from emg2qwerty_ssm.resume import (
     LAST_NAME,
     AtomicCheckpointIO,
@@ -47,7 +50,7 @@ from emg2qwerty_ssm.resume import (
     choose_resume_checkpoint,
 )
 from emg2qwerty_ssm.run_data import prepare_dataset
-from emg2qwerty_ssm.run_dir import claim_run_dir
+from emg2qwerty_ssm.run_dir import claim_run_dir, finished_results
 from emg2qwerty_ssm.trainer_setup import CHECKPOINT_DIR_NAME, build_loggers, build_trainer
 
 if TYPE_CHECKING:
@@ -214,6 +217,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if cfg.get("matmul_precision"):  # TF32 matmuls on Ampere+ GPUs ("high"); docs/training.md
         torch.set_float32_matmul_precision(str(cfg.matmul_precision))
     run_dir = resolve_run_dir(cfg)
+    if cfg.get("skip_finished"):
+        done = finished_results(run_dir, cfg)
+        if done is not None:
+            log.info("already finished: %s", run_dir / RESULTS_FILE)
+            return done
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True)
 
@@ -282,6 +290,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if history:
         results["config_history"] = history
     write_results(run_dir, results)
+    # a failed.json of an earlier attempt in this dir is stale now (sweep summaries list it)
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
     print_summary(results, run_dir)
     return results
 

@@ -92,8 +92,10 @@ NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
 #: the synthetic split name and the dataset's split directory (conf/user/synth.yaml); the
 #: front-end's kernel_sizes, which must equal strides and defaults to them; the datamodule's
 #: _target_ and the keys it now reads by interpolation (checked below); the transforms' output
-#: rate, which model.input_rate_hz (still compared) now comes from
+#: rate, which model.input_rate_hz (still compared) now comes from; skip_finished (how a run
+#: executes: false by default, true in the pareto sweep)
 CHANGED: list[str] = [
+    "skip_finished",
     "synth_split",
     "transforms.output_rate_hz",
     "dataset.split_dir",

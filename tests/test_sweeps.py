@@ -41,17 +41,21 @@ def test_every_job_composes_builds_and_names_itself(name: str) -> None:
     jobs = _jobs(name)
     assert len(jobs) >= 3
     cards = [config_card(cfg.model) for _, cfg in jobs]
-    names = [cfg.model.name for _, cfg in jobs]
-    assert len(set(names)) == len(names), names  # results.json "model" tells the jobs apart
+    # results.json's "model" (and its config's seed) tell the jobs apart
+    names = [(cfg.model.name, cfg.seed) for _, cfg in jobs]
+    assert len(set(names)) == len(names), names
     macs = [c["macs_per_second"] for c in cards]
     assert all(m > 0 and math.isfinite(m) for m in macs)
     budgets = {(c["macs_per_second"], c["params"]) for c in cards}
-    assert len(budgets) == len(jobs)  # each job is a different model
+    assert len(budgets) == len({n for n, _ in names})  # each model is a different budget
     if name == "pareto_synthetic":  # `make pareto`: >= 5 models over two orders of magnitude
-        assert len(macs) >= 5 and max(macs) / min(macs) >= 100, macs
+        assert len(budgets) >= 5 and max(macs) / min(macs) >= 100, macs
+        seeds = {s for _, s in names}
+        assert len(seeds) >= 3 and len(jobs) == len(budgets) * len(seeds)  # every size x seed
         cfg = jobs[0][1]
         # measured: ~32 min of training for the six sizes
         assert cfg.dataset.synthetic.preset == "demo" and cfg.trainer.max_epochs <= 40
+        assert cfg.skip_finished  # a rerun skips the finished jobs
 
 
 def test_sweep_files_are_global_packages() -> None:

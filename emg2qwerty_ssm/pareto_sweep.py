@@ -1,0 +1,311 @@
+"""``make pareto``: the budget sweep as parallel single-thread streams, then the figure.
+
+Hydra's basic launcher runs a multirun's jobs one after another, and the submitit local
+launcher starts them all at once (it has no cap), so on a 2-core machine the sizes are split
+here into ``--parallel`` streams, one per core. Each stream is one Hydra multirun into the
+same sweep dir::
+
+    python -m emg2qwerty_ssm.train -m +sweep=pareto_synthetic seed=0,1,2 \\
+        sweep/pareto_size=<its sizes> hydra.sweep.dir=<sweep dir>
+
+The streams are balanced on the expected seconds of their unfinished jobs (the longest size
+first, each to the least loaded stream). Jobs are named ``<model>_seed<k>`` and the sweep sets
+``skip_finished=true``, so running the same command again skips the finished jobs and resumes
+a killed one from its ``last.ckpt``. When every stream has ended, every job must hold a
+complete ``results.json`` of its config; the front (mean +- sd over the seeds,
+:mod:`emg2qwerty_ssm.pareto`) is then drawn from exactly these jobs::
+
+    python scripts/run_pareto.py --seeds 0,1,2 --parallel 2 --sweep-dir multirun/pareto_synthetic
+    python scripts/run_pareto.py --sizes xxs,m trainer.max_epochs=20   # extra job overrides
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emg2qwerty_ssm import CONFIG_DIR
+from emg2qwerty_ssm.atomic_io import atomic_write_text
+from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE
+
+SWEEP = "pareto_synthetic"
+SWEEP_FILE = CONFIG_DIR.parent / "sweeps" / f"{SWEEP}.yaml"
+#: seconds of one 40-epoch job per size with OMP_NUM_THREADS=1 on the 2-core machine (the
+#: sweep file's comment); only the streams' balance depends on them. A size's finished runs in
+#: the sweep dir (their wall_time_s) replace these; a size in neither counts as the slowest.
+MEASURED_S = {"xxs": 111, "xs": 108, "s": 146, "m": 249, "tc_s4_small": 545, "tc_s4_medium": 741}
+
+
+@dataclass
+class Job:
+    """One (size, seed) of the sweep and where its run dir is."""
+
+    size: str
+    seed: int
+    model: str
+    dir: Path
+    config: Any  # the composed job config (its hash decides whether results.json is this run's)
+
+
+def default_sizes() -> list[str]:
+    """The sizes the sweep file lists (``hydra.sweeper.params["sweep/pareto_size"]``)."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(SWEEP_FILE).hydra.sweeper.params
+    return [s.strip() for s in str(params["sweep/pareto_size"]).split(",")]
+
+
+def plan_jobs(
+    sizes: Sequence[str], seeds: Sequence[int], sweep_dir: Path, overrides: Sequence[str] = ()
+) -> list[Job]:
+    """Compose every (size, seed) as its job will (``overrides`` included) to name its dir."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    jobs = []
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for size in sizes:
+            for seed in seeds:
+                cfg = compose(
+                    "config",
+                    overrides=[
+                        f"+sweep={SWEEP}",
+                        f"sweep/pareto_size={size}",
+                        f"seed={seed}",
+                        f"hydra.sweep.dir={sweep_dir}",
+                        *overrides,
+                    ],
+                    return_hydra_config=True,
+                )
+                try:
+                    subdir = str(cfg.hydra.sweep.subdir)
+                except OmegaConfBaseException as err:
+                    raise ValueError(
+                        f"hydra.sweep.subdir does not follow from the job's config ({err}): it "
+                        "must name a job by its model and seed, not by hydra.job.num, which "
+                        "every stream counts from 0"
+                    ) from None
+                with open_dict(cfg):  # the job's own config has no hydra node (nor its hash)
+                    del cfg["hydra"]
+                jobs.append(Job(size, seed, str(cfg.model.name), sweep_dir / subdir, cfg))
+    dirs = [j.dir for j in jobs]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"two jobs share a run dir: {sorted(map(str, dirs))}")
+    return jobs
+
+
+def finished(job: Job) -> dict[str, Any] | None:
+    """The job's results.json when complete and of the job's config."""
+    from emg2qwerty_ssm.run_dir import finished_results
+
+    return finished_results(job.dir, job.config)
+
+
+def balance(costs: dict[str, float], n: int) -> list[list[str]]:
+    """Split the sizes into at most ``n`` streams of similar total cost (longest first, each
+    to the least loaded stream); sizes of cost 0 (nothing left to run) are left out."""
+    if n < 1:
+        raise ValueError(f"--parallel={n}: expected at least 1 stream")
+    streams: list[list[str]] = [[] for _ in range(n)]
+    loads = [0.0] * n
+    for size in sorted((s for s in costs if costs[s] > 0), key=lambda s: -costs[s]):
+        k = loads.index(min(loads))
+        streams[k].append(size)
+        loads[k] += costs[size]
+    return [s for s in streams if s]
+
+
+def remaining_seconds(jobs: Sequence[Job], done: dict[Path, dict[str, Any]]) -> dict[str, float]:
+    """Expected seconds of each size's unfinished jobs (see :data:`MEASURED_S`)."""
+    fallback = max(MEASURED_S.values())
+    costs: dict[str, float] = {}
+    for size in dict.fromkeys(j.size for j in jobs):
+        mine = [j for j in jobs if j.size == size]
+        walls = [done[j.dir]["wall_time_s"] for j in mine if j.dir in done]
+        walls = [float(w) for w in walls if isinstance(w, int | float) and w > 0]
+        per_job = sum(walls) / len(walls) if walls else MEASURED_S.get(size, fallback)
+        costs[size] = per_job * sum(j.dir not in done for j in mine)
+    return costs
+
+
+def stream_command(
+    sizes: Sequence[str], seeds: Sequence[int], sweep_dir: Path, overrides: Sequence[str] = ()
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "emg2qwerty_ssm.train",
+        "-m",
+        f"+sweep={SWEEP}",
+        "seed=" + ",".join(map(str, seeds)),
+        "sweep/pareto_size=" + ",".join(sizes),
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def run_streams(
+    streams: list[list[str]],
+    jobs: Sequence[Job],
+    seeds: Sequence[int],
+    sweep_dir: Path,
+    overrides: Sequence[str],
+    threads: int,
+    poll_s: float = 10.0,
+) -> list[dict[str, Any]]:
+    """Start one process per stream, print each job as its results.json appears, wait for all.
+
+    Each stream's output goes to ``<sweep dir>/stream<k>.log``. Ctrl-C or an error stops every
+    stream (a rerun resumes them).
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    procs: list[tuple[dict[str, Any], subprocess.Popen[bytes]]] = []
+    seen = {j.dir for j in jobs if (j.dir / RESULTS_FILE).is_file()}
+    start = time.time()
+    try:
+        for k, sizes in enumerate(streams):
+            log_path = sweep_dir / f"stream{k}.log"
+            cmd = stream_command(sizes, seeds, sweep_dir, overrides)
+            with log_path.open("ab") as log_file:
+                proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            info = {"stream": k, "sizes": sizes, "command": cmd, "log": str(log_path)}
+            procs.append((info, proc))
+            print(f"stream {k}: sizes {','.join(sizes)} (log: {log_path})", flush=True)
+        while any(p.poll() is None for _, p in procs):
+            time.sleep(poll_s)
+            for info, p in procs:
+                if p.poll() is not None and "wall_s" not in info:
+                    info.update(returncode=p.returncode, wall_s=round(time.time() - start, 1))
+            for j in jobs:
+                if j.dir not in seen and (j.dir / RESULTS_FILE).is_file():
+                    seen.add(j.dir)
+                    print(
+                        f"[{_minutes(time.time() - start)}] {len(seen)}/{len(jobs)} done: "
+                        f"{j.dir.name}",
+                        flush=True,
+                    )
+    finally:
+        for _, p in procs:  # Ctrl-C, an error here: no stream outlives the runner
+            if p.poll() is None:
+                p.terminate()
+        for _, p in procs:
+            p.wait()
+    for info, p in procs:
+        info.setdefault("wall_s", round(time.time() - start, 1))
+        info["returncode"] = p.returncode
+    return [info for info, _ in procs]
+
+
+def check_jobs(jobs: Sequence[Job]) -> list[str]:
+    """One line per job without a complete results.json of its config (its failure if known)."""
+    problems = []
+    for j in jobs:
+        if finished(j) is not None:
+            continue
+        failed = j.dir / FAILED_FILE
+        if failed.is_file():
+            try:
+                why = json.loads(failed.read_text()).get("error", "?")
+            except ValueError:
+                why = f"unreadable {failed}"
+            problems.append(f"{j.dir.name}: failed: {why}")
+        elif (j.dir / RESULTS_FILE).is_file():
+            problems.append(f"{j.dir.name}: results.json is incomplete or of another config")
+        else:
+            problems.append(f"{j.dir.name}: no results.json (killed, or the stream stopped)")
+    return problems
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds={text!r}: expected integers, e.g. 0,1,2"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds={text!r}: expected distinct integers")
+    return seeds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated sweep/pareto_size names (default: the sweep file's list)",
+    )
+    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="default 0,1,2")
+    parser.add_argument("--parallel", type=int, default=2, help="streams (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads per stream (1)")
+    parser.add_argument("--sweep-dir", default=f"multirun/{SWEEP}", help="default %(default)s")
+    parser.add_argument("--metric", default="test/paper/greedy", help="default %(default)s")
+    parser.add_argument("--out", default=f"docs/figures/{SWEEP}", help="figure/table stem")
+    parser.add_argument("--poll", type=float, default=10.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = args.sizes.split(",") if args.sizes else default_sizes()
+    known = sorted(p.stem for p in (SWEEP_FILE.parent / "pareto_size").glob("*.yaml"))
+    unknown = [s for s in sizes if s not in known]
+    if unknown:
+        parser.error(f"--sizes: unknown {unknown}; sweeps/pareto_size/ has {known}")
+    sweep_dir = Path(args.sweep_dir).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+
+    jobs = plan_jobs(sizes, args.seeds, sweep_dir, args.overrides)
+    done = {j.dir: r for j in jobs if (r := finished(j)) is not None}
+    print(
+        f"{len(jobs)} jobs ({len(sizes)} sizes x {len(args.seeds)} seeds) in {sweep_dir}; "
+        f"{len(done)} already finished (skipped)",
+        flush=True,
+    )
+    streams = balance(remaining_seconds(jobs, done), args.parallel)
+    ran = []
+    if streams:
+        ran = run_streams(
+            streams, jobs, args.seeds, sweep_dir, args.overrides, args.threads, args.poll
+        )
+        record = {
+            "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "streams": ran,
+        }
+        atomic_write_text(sweep_dir / "run_pareto.json", json.dumps(record, indent=1) + "\n")
+        print(f"streams ended after {_minutes(max(s['wall_s'] for s in ran))}", flush=True)
+    problems = [
+        f"stream {s['stream']} ({','.join(s['sizes'])}) exited with {s['returncode']}; "
+        f"see {s['log']}"
+        for s in ran
+        if s["returncode"] != 0
+    ]
+    problems += check_jobs(jobs)
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        print(
+            "the figure was not drawn; run the same command again to resume (finished jobs "
+            "are skipped, a killed one continues from its last.ckpt)",
+            file=sys.stderr,
+        )
+        return 1
+    from emg2qwerty_ssm import pareto
+
+    files = [str(j.dir / RESULTS_FILE) for j in jobs]
+    return pareto.main([*files, "--metric", args.metric, "--out", args.out, "--strict"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
