@@ -45,6 +45,11 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=50)
     parser.add_argument("--calibration-seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=Path("outputs/c_export_cer"))
+    parser.add_argument(
+        "--quantize-input-layer",
+        action="store_true",
+        help="int8 also on the encoder's first Linear (default: it stays float32)",
+    )
     args = parser.parse_args()
 
     model = load_export_model(args.checkpoint, None, 0, False).eval()
@@ -52,7 +57,9 @@ def main() -> None:
     calib = calibration_emg(args.calibration_seconds, args.preset, args.seed, args.user)
     libs = {
         "fp32": emit_fp32(plan, args.out / "fp32"),
-        "int8": emit_int8(quantize_plan(plan, calib.numpy()), args.out / "int8"),
+        "int8": emit_int8(
+            quantize_plan(plan, calib.numpy(), args.quantize_input_layer), args.out / "int8"
+        ),
     }
     exes = {p: build_host(lib, args.out / p) for p, lib in libs.items()}
 
@@ -73,6 +80,7 @@ def main() -> None:
         "sessions": len(sessions),
         "seconds": sum(s.emg.shape[0] for s in sessions) / model.input_rate_hz,
         "lm": args.lm,
+        "int8_input_layer": "int8" if args.quantize_input_layer else "float32",
         "cer": cer,
     }
     (args.out / "cer.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -179,6 +179,7 @@ def _c_target(cfg: DictConfig, model: EMGModel, out: Path) -> dict[str, Any]:
             precision=cfg.precision,
             calibration=calibration,
             session_emg=emg,
+            quantize_input_layer=bool(cfg.quantize_input_layer),
         )
     )
 

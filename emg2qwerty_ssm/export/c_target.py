@@ -3,7 +3,8 @@
 ``export_c(model, out_dir, target=..., precision=..., calibration=..., session_emg=...)``
 
 1. folds the model into a float plan (unsupported blocks raise, naming the supported ones);
-2. int8: calibrates on ``calibration`` and quantises (see ``cgen/quant.py``);
+2. int8: calibrates on ``calibration`` and quantises (see ``cgen/quant.py``; the input layer
+   stays float32 unless ``quantize_input_layer``);
 3. writes ``emg_model.h`` / ``emg_model.c`` (weights ``const``, state static, no heap);
 4. builds them on the host with ``gcc -O2 -Wall -Wextra -Werror -std=c99``, streams the
    session through them and compares with the model's offline forward (fp32: within 1e-4;
@@ -84,6 +85,7 @@ def export_c(
     session_emg: torch.Tensor,
     qemu_seconds: float = 3.0,
     qemu_timeout_s: float = 600.0,
+    quantize_input_layer: bool = False,
 ) -> dict[str, Any]:
     """Generate, build and check the C library; see the module docstring."""
     if target not in TARGETS:
@@ -108,8 +110,9 @@ def export_c(
     }
     qplan = None
     if precision == "int8":
-        qplan = quantize_plan(plan, calib)
+        qplan = quantize_plan(plan, calib, quantize_input_layer)
         report["calibration"] = "session_emg" if calibration is None else "calibration"
+        report["input_layer"] = "int8" if quantize_input_layer else "float32"
         lib = emit_int8(qplan, out_dir)
     else:
         lib = emit_fp32(plan, out_dir)

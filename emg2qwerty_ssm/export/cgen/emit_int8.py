@@ -1,8 +1,8 @@
 """Emit the int8 C99 library of an :class:`Int8Plan`.
 
 Integer matrix products (int8 x int8 -> int32) with fixed-point requantisation or float32
-scaling, look-up tables for GELU and sigmoid, float32 for LayerNorm, the S4D recurrence and
-log-softmax. Only IEEE-exact float operations are used (+, -, *, /, sqrtf, floorf, frexpf,
+scaling, look-up tables for GELU and sigmoid, float32 for the input layer (unless quantised,
+see ``quant.py``), LayerNorm, the S4D recurrence and log-softmax. Only IEEE-exact float operations are used (+, -, *, /, sqrtf, floorf, frexpf,
 ldexpf) in a fixed order, with exp/log written out below, so the output is bit-identical to
 ``int8_reference.Int8Reference`` (NumPy) on any IEEE-754 single-precision target built
 without FMA contraction (``-ffp-contract=off``).
@@ -129,6 +129,22 @@ static void log_softmax(const float *x, float *out, int n) {
 )
 
 
+# The float32 input layer: one accumulator per output, bias first, then the inputs in order
+# (the order ``int8_reference.float_linear`` reproduces); only emitted when it is used, as
+# -Werror rejects an unused static function.
+FLOAT_LINEAR_C = r"""
+static void flinear(const float *x, int n_in, const float *w, const float *b, float *y,
+                    int n_out) {
+    for (int o = 0; o < n_out; ++o) {
+        const float *row = w + (long)o * n_in;
+        float a = b[o];
+        for (int i = 0; i < n_in; ++i) a += row[i] * x[i];
+        y[o] = a;
+    }
+}
+"""
+
+
 class _Emitter:
     def __init__(self) -> None:
         self.consts: list[str] = []
@@ -169,7 +185,8 @@ def emit_int8(qp: Int8Plan, out_dir: Path) -> CLibrary:
         + [lin.weight.shape[0] for lin, _, _ in qp.tc]
         + [qp.bb_out.weight.shape[0]]
     )
-    scratch += [f"float pooled[{chans}];", f"int8_t qin[{chans}];", f"int32_t acc[{max_out}];"]
+    float_input = qp.in_q is None
+    scratch += [f"float pooled[{chans}];", f"int32_t acc[{max_out}];"]
     scratch += [f"float encf[{enc_f}];", f"int8_t enc[{f0 * enc_f}];"]
     lines = [
         f"    for (int f = 0; f < {f0}; ++f) {{",
@@ -178,23 +195,31 @@ def emit_int8(qp: Int8Plan, out_dir: Path) -> CLibrary:
         f"            for (int j = 0; j < {p}; ++j) a += input[(f * {p} + j) * {chans} + c];",
         f"            S.pooled[c] = a / {float(p)!r}f;",
         "        }",
-        "        " + _qcall("S.pooled", chans, qp.in_q, "S.qin"),
     ]
+    if qp.in_q is not None:
+        scratch.append(f"int8_t qin[{chans}];")
+        lines.append("        " + _qcall("S.pooled", chans, qp.in_q, "S.qin"))
     offset = 0
     for b, layers in enumerate(qp.enc):
-        src, n_in = f"S.qin + {b * plan.electrodes}", plan.electrodes
+        src = f"S.{'pooled' if float_input else 'qin'} + {b * plan.electrodes}"
+        n_in = plan.electrodes
         for j, q in enumerate(layers):
             name, n_out = f"enc{b}_{j}", q.weight.shape[0]
-            e.qlinear(name, q)
             ln = plan.enc_layers[b][j][1]
             last = j == len(layers) - 1
             dst = f"S.encf + {offset}" if last else f"S.hid{b}_{j}"
             if not last:
                 scratch += [f"float hid{b}_{j}[{n_out}];", f"int8_t qhid{b}_{j}[{n_out}];"]
-            lines += [
-                f"        qmatmul({src}, {n_in}, {name}_w, {name}_b, S.acc, {n_out});",
-                f"        dequant(S.acc, {n_out}, {name}_deq, {dst});",
-            ]
+            if isinstance(q, QLinear):
+                e.qlinear(name, q)
+                lines += [
+                    f"        qmatmul({src}, {n_in}, {name}_w, {name}_b, S.acc, {n_out});",
+                    f"        dequant(S.acc, {n_out}, {name}_deq, {dst});",
+                ]
+            else:  # the float32 input layer
+                e.floats(f"{name}_w", q.weight)
+                e.floats(f"{name}_b", q.bias)
+                lines.append(f"        flinear({src}, {n_in}, {name}_w, {name}_b, {dst}, {n_out});")
             if ln is not None:
                 e.floats(f"{name}_g", ln.gamma)
                 e.floats(f"{name}_beta", ln.beta)
@@ -206,8 +231,9 @@ def emit_int8(qp: Int8Plan, out_dir: Path) -> CLibrary:
                 "*v = *v > 0.0f ? *v : 0.0f; }"
             )
             if not last:
-                nxt = qp.enc[b][j + 1].in_q
-                lines.append("        " + _qcall(dst, n_out, nxt, f"S.qhid{b}_{j}"))
+                nxt = qp.enc[b][j + 1]
+                assert isinstance(nxt, QLinear)  # only the input layer stays float
+                lines.append("        " + _qcall(dst, n_out, nxt.in_q, f"S.qhid{b}_{j}"))
                 src = f"S.qhid{b}_{j}"
             n_in = n_out
         offset += n_in
@@ -302,6 +328,7 @@ def emit_int8(qp: Int8Plan, out_dir: Path) -> CLibrary:
         + f"\n/* Recurrent state (cleared by emg_model_reset). */\nstatic struct {{\n    {nl.join(state)}\n}} ST;\n"
         + f"\n/* Per-step scratch buffers (static: no heap, small stack). */\nstatic struct {{\n    {nl.join(scratch)}\n}} S;\n"
         + KERNELS
+        + (FLOAT_LINEAR_C if float_input else "")
         + "\nvoid emg_model_reset(void) { memset(&ST, 0, sizeof ST); }\n\n"
         + "void emg_model_step(const float *input, float *log_probs) {\n"
         + "\n".join(body)

@@ -4,7 +4,10 @@ It mirrors ``emit_int8`` operation by operation: int8 x int8 products summed exa
 (the C code's int32 never overflows for these sizes), the same fixed-point requantisation, the
 same look-up tables, and float32 arithmetic in the C code's order. Sequential float sums use
 ``np.cumsum`` (strictly left to right) instead of ``np.sum`` (pairwise). The S4D recurrence is
-float32, as in C (see ``quant.py`` for why).
+float32, as in C (see ``quant.py`` for why). A float32 input layer (the default) is computed
+as C's ``flinear`` does: bias first, then each product ``w * x`` rounded to float32 and added
+in input order; NumPy float32 ``*`` and ``+`` round like C's under ``-ffp-contract=off`` (no
+fused multiply-add), so this part is bit-exact too.
 
 ``Int8Reference(plan).run(steps)`` streams ``steps (n, stride * bands * electrodes)`` and returns
 ``(n, num_classes)`` float32 log-probabilities.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emg2qwerty_ssm.export.cgen.plan import LayerNorm
+from emg2qwerty_ssm.export.cgen.plan import LayerNorm, Linear
 from emg2qwerty_ssm.export.cgen.quant import Int8Plan, QLinear, QParams
 
 F32 = np.float32
@@ -41,6 +44,14 @@ def requant(acc: np.ndarray, q: QLinear) -> np.ndarray:
     shift = q.shift.astype(np.int64)
     v = (acc * q.mult.astype(np.int64) + (np.int64(1) << (shift - 1))) >> shift
     return np.clip(v + q.out_zp, -128, 127).astype(np.int8)
+
+
+def float_linear(x: np.ndarray, lin: Linear) -> np.ndarray:
+    """``x (frames, in)`` float32 -> ``(frames, out)``, summed in C's ``flinear`` order."""
+    acc = np.broadcast_to(lin.bias, (x.shape[0], lin.bias.shape[0])).astype(F32)
+    for i in range(x.shape[1]):
+        acc = acc + lin.weight[:, i][None, :] * x[:, i : i + 1]
+    return acc
 
 
 def dequant(acc: np.ndarray, q: QLinear) -> np.ndarray:
@@ -118,19 +129,30 @@ class Int8Reference:
         p = fp.input_pool
         x = raw.astype(F32).reshape(fp.enc_frames, p, chans)
         pooled = np.cumsum(x, axis=1, dtype=F32)[:, -1] / F32(p)  # (frames, chans)
+        e = fp.electrodes
+        first = [  # the float32 input layer, all frames at once: (frames, out) per band
+            float_linear(pooled[:, b * e : (b + 1) * e], layers[0])
+            for b, layers in enumerate(qp.enc)
+            if isinstance(layers[0], Linear)
+        ]
         enc = []
         for f in range(fp.enc_frames):
-            qin = quantize(pooled[f], qp.in_q)
+            qin = pooled[f] if qp.in_q is None else quantize(pooled[f], qp.in_q)
             feats = []
             for b, layers in enumerate(qp.enc):
-                h = qin[b * fp.electrodes : (b + 1) * fp.electrodes]
+                h = qin[b * e : (b + 1) * e]
                 for j, q in enumerate(layers):
-                    v = dequant(qmatmul(h, q), q)
+                    v = dequant(qmatmul(h, q), q) if isinstance(q, QLinear) else first[b][f]
                     ln = fp.enc_layers[b][j][1]
                     if ln is not None:
                         v = layernorm(v, ln)
                     v = np.maximum(v, F32(0.0))
-                    h = quantize(v, qp.enc[b][j + 1].in_q) if j + 1 < len(layers) else v
+                    if j + 1 < len(layers):
+                        nxt = layers[j + 1]
+                        assert isinstance(nxt, QLinear)  # only the input layer stays float
+                        h = quantize(v, nxt.in_q)
+                    else:
+                        h = v
                 feats.append(h)
             enc.append(quantize(np.concatenate(feats), qp.enc_out_q))
         h8 = np.stack(enc)  # (frames, features) int8
