@@ -5,8 +5,11 @@
         [--repeats 5] [--compile] [--bf16] [--profile]
 
 The demo's and the paper's step: a batch of raw windows, the model in training mode, CTC on
-random targets, ``Adam`` over ``EMGModel.param_groups``. Today's path (``reference_mode``) and
-the fast one are interleaved step by step on the same weights; ``--compile`` also times
+random targets, ``Adam`` over ``EMGModel.param_groups`` (today's path: torch's default
+per-tensor update on CPU; the fast one: ``foreach=True``, as the trainer now configures it).
+Today's path (``reference_mode``) and the fast one are interleaved step by step on the same
+weights (each with its own Adam state); wall and process CPU time are printed, the CPU time
+being the steadier one on a shared machine; ``--compile`` also times
 ``torch.compile(model)`` (the ``trainer.compile`` option), ``--bf16`` runs under CPU bf16
 autocast, ``--profile`` prints the fast step's top operators.
 """
@@ -29,15 +32,24 @@ from _speed_common import PAPER_MODELS, machine_line, paper_model  # noqa: E402
 from emg2qwerty_ssm.models.s4d_reference import reference_mode  # noqa: E402
 
 
-def make_step(model, forward, batch: int, samples: int, bf16: bool):  # noqa: ANN001, ANN201
-    """A closure running one optimisation step on fixed random data."""
+def make_step(  # noqa: ANN201
+    model,  # noqa: ANN001
+    forward,  # noqa: ANN001
+    batch: int,
+    samples: int,
+    bf16: bool,
+    foreach: bool | None = True,
+):
+    """A closure running one optimisation step on fixed random data; ``foreach``: Adam's
+    multi-tensor update as the trainer configures it (``EMGModule.configure_optimizers``),
+    ``None`` for torch's default on CPU, the per-tensor loop (today's trainer)."""
     torch.manual_seed(2)
     x = torch.randn(samples, batch, 2, 16)
     lengths = torch.full((batch,), samples)
     emissions = model.emission_lengths(lengths)
     target_len = max(1, int(emissions.min()) // 4)
     targets = torch.randint(1, 99, (batch, target_len))
-    opt = torch.optim.Adam(model.param_groups(1e-3))
+    opt = torch.optim.Adam(model.param_groups(1e-3), foreach=foreach)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
@@ -86,13 +98,14 @@ def main() -> None:
     for name in args.models:
         model = paper_model(name).train()
         step = make_step(model, model, args.batch, args.samples, args.bf16)
+        ref_step = make_step(model, model, args.batch, args.samples, args.bf16, foreach=None)
         step()  # warm-up
         with reference_mode():
-            step()
+            ref_step()
         ref_t, fast_t, ref_c, fast_c = [], [], [], []
         for _ in range(args.repeats):
             with reference_mode():
-                ref_t.append(timed(step, ref_c))
+                ref_t.append(timed(ref_step, ref_c))
             fast_t.append(timed(step, fast_c))
         r, f = statistics.median(ref_t), statistics.median(fast_t)
         rc, fc = statistics.median(ref_c), statistics.median(fast_c)
