@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_step.py \
         [--models tc_s4_small tc_s4_medium s4_large] [--batch 8] [--samples 10000] \
-        [--repeats 5] [--compile] [--bf16] [--profile]
+        [--repeats 5] [--compile] [--bf16] [--profile] [--retain-memory]
 
 The demo's and the paper's step: a batch of raw windows, the model in training mode, CTC on
 random targets, ``Adam`` over ``EMGModel.param_groups`` (today's path: torch's default
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import PAPER_MODELS, machine_line, paper_model  # noqa: E402
 
+from emg2qwerty_ssm.host_memory import retain_freed_memory  # noqa: E402
 from emg2qwerty_ssm.models.s4d_reference import reference_mode  # noqa: E402
 
 
@@ -87,8 +88,16 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--retain-memory",
+        action="store_true",
+        help="keep freed memory in the process as the trainer does (host_memory.py); "
+        "process-wide, so both paths get it",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.retain_memory and not retain_freed_memory():
+        print("# --retain-memory: not glibc, malloc settings unchanged")
     print(machine_line())
     print(f"batch {args.batch} x {args.samples} samples, median of {args.repeats} steps")
     print(

@@ -92,9 +92,13 @@ def test_kernels_of_several_layers_at_once_equal_reference(length: int) -> None:
     together = stacked_kernels(params, length)
     weights = [torch.randn(6, length) for _ in layers]
     flat = [p for group in params for p in group]
-    g_fast = torch.autograd.grad(sum((k * w).sum() for k, w in zip(together, weights)), flat)
+
+    def loss(kernels: list[torch.Tensor]) -> torch.Tensor:
+        return sum((k * w).sum() for k, w in zip(kernels, weights, strict=True))  # type: ignore[return-value]
+
+    g_fast = torch.autograd.grad(loss(together), flat)
     slow = [ref.kernel(lay, length) for lay in layers]
-    g_slow = torch.autograd.grad(sum((k * w).sum() for k, w in zip(slow, weights)), flat)
+    g_slow = torch.autograd.grad(loss(slow), flat)
     for a, b in zip(together, slow, strict=True):
         assert _close(a, b) <= 1e-5
     for a, b in zip(g_fast, g_slow, strict=True):
