@@ -229,7 +229,8 @@ class EMGModule(pl.LightningModule):
         base_lr = float(opt_cfg.get("lr", 1e-3))
         groups = self.model.param_groups(base_lr)
         optimizer_class = get_class(opt_cfg.pop("_target_"))
-        if "foreach" in inspect.signature(optimizer_class).parameters:
+        accepts = inspect.signature(optimizer_class).parameters
+        if "foreach" in accepts and not opt_cfg.get("fused"):  # torch refuses both at once
             # torch's multi-tensor update: the same floats as the per-tensor loop (torch's
             # default on CPU), in one call over all parameters instead of ~10 small
             # operators per parameter tensor (Adam on TC_S4_small's 98 tensors: ~1.5x faster)
