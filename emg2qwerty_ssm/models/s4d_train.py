@@ -1,4 +1,5 @@
-"""The S4D layer's training path: the causal FFT convolution as one autograd function.
+"""The S4D layer's training path: the causal FFT convolution and the kernel as autograd
+functions with hand-written backwards.
 
 ``causal_conv(u, k)`` computes ``y[t, n, h] = Σ_{j <= t} k[h, j] u[t - j, n, h]`` for a
 time-first ``u (L, N, H)`` and a kernel ``k (H, L)``, the maths of the reference's FFT
@@ -17,7 +18,13 @@ convolution (``s4d_reference.ssm_conv`` without the ``D`` skip), with a hand-wri
   LayerNorm after the convolution run on one memory layout (a permuted FFT output made
   ``gelu_backward`` take its non-vectorised path, ~9x slower per call).
 
-Same values as the reference up to float rounding (tests/test_fast_paths.py).
+``kernel`` builds the SSM kernel from blocks of powers with its own backward (see
+``_Kernel``) and ``stacked_kernels`` runs it once for several layers (their parameters
+concatenated along the channels): at the TC models' sizes (H = 96, 16 modes, 54-345 steps)
+its ~50 operators on small tensors cost more than their arithmetic.
+
+Same values as the reference up to float rounding (tests/test_train_paths.py,
+tests/test_fast_paths.py).
 """
 
 from __future__ import annotations
@@ -77,10 +84,21 @@ def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return _CausalConv.apply(u, k)
 
 
-def _cexp(z: torch.Tensor) -> torch.Tensor:
-    """``exp(z)`` for complex ``z`` via real ``exp``/``cos``/``sin`` (~5x faster on CPU)."""
-    mag = torch.exp(z.real)
-    return torch.complex(mag * torch.cos(z.imag), mag * torch.sin(z.imag))
+def _powers(x: torch.Tensor, y: torch.Tensor, steps: torch.Tensor, dim: int) -> torch.Tensor:
+    """``exp((x + iy) t)`` for every ``t`` in ``steps (T,)``, ``x, y (H, M)``: real parts and
+    imaginary parts side by side along ``dim``, with ``t`` on the other inner axis:
+    ``dim=1`` gives ``(H, 2M, T)`` (rows ``:M`` real), ``dim=2`` gives ``(H, T, 2M)``."""
+    if dim == 1:
+        mag, angle = torch.exp(x.unsqueeze(-1) * steps), y.unsqueeze(-1) * steps
+    else:
+        mag, angle = torch.exp(x.unsqueeze(1) * steps[:, None]), y.unsqueeze(1) * steps[:, None]
+    m = x.shape[-1]
+    shape = [*mag.shape]
+    shape[dim] = 2 * m
+    out = x.new_empty(shape)
+    torch.mul(mag, torch.cos(angle), out=out.narrow(dim, 0, m))
+    torch.mul(mag, torch.sin(angle), out=out.narrow(dim, m, m))
+    return out
 
 
 class _Kernel(torch.autograd.Function):
@@ -89,9 +107,14 @@ class _Kernel(torch.autograd.Function):
     Forward: blocks of powers ``Ā^(bB + i) = Ā^(bB) Ā^i`` (``B ≈ sqrt(L)``), one real matmul.
     Backward, by hand (``g = ∂loss/∂K``, PyTorch's convention ``∂/∂Re + i ∂/∂Im`` for complex
     intermediates): ``∂W = 2 Σ_l g_l conj(Ā^l)`` and ``∂(dt A) = 2 conj(W) Σ_l l g_l conj(Ā^l)``,
-    both from one matmul of ``[g; l g]`` with the inner powers, then the chain rule through
+    both from one matmul of ``[g; l g]`` (cut in blocks) with the inner powers and a product
+    with the outer powers summed over the blocks, then the chain rule through
     ``B̄ = (e^(dt A) - 1) / A``, ``dt A`` and ``A = -exp(log_A_real) + i A_imag`` on
-    ``(H, modes)`` tensors: ~30 small operators instead of autograd's graph of ~60.
+    ``(H, modes)`` tensors. The powers are real tensors with the real and imaginary parts as
+    blocks of one axis, laid out so that the elementwise work runs along the modes: complex
+    tensors' ``.real`` / ``.imag`` views are strided, and an innermost axis of B ~ 7-19
+    steps is too short to vectorise (both measured ~1.4x slower per kernel, forward and
+    backward, than this layout).
     """
 
     @staticmethod
@@ -106,41 +129,49 @@ class _Kernel(torch.autograd.Function):
         h, m = log_a_real.shape
         dt = torch.exp(log_dt).unsqueeze(-1)  # (H, 1)
         a_real = -torch.exp(log_a_real)
+        x, y = a_real * dt, a_imag * dt  # dt A = x + i y
         a = torch.complex(a_real, a_imag)
-        dt_a = a * dt
-        e = _cexp(dt_a)
+        e = torch.exp(x) * torch.complex(torch.cos(y), torch.sin(y))  # Ā = exp(dt A)
         b_bar = (e - 1.0) / a
         c = torch.view_as_complex(c_pairs.contiguous())
         w = c * b_bar
         block = max(1, math.isqrt(max(length, 1)))
         n_blocks = -(-length // block)
-        dev = dt_a.device
-        inner = _cexp(dt_a.unsqueeze(-1) * torch.arange(block, device=dev))  # (H, M, B)
-        steps = torch.arange(n_blocks, device=dev) * float(block)
-        outer = _cexp(dt_a.unsqueeze(-1) * steps).transpose(1, 2)  # (H, nb, M): Ā^(bB)
-        x = w.unsqueeze(1) * outer
-        # 2 Re(X Y) = 2 (Re X Re Y - Im X Im Y) as one real matmul
-        y = torch.cat([inner.real, inner.imag], dim=-2)  # (H, 2M, B)
-        k = 2 * torch.bmm(torch.cat([x.real, -x.imag], dim=-1), y)  # (H, nb, B)
-        ctx.save_for_backward(dt, a, a_real, e, b_bar, c, w, outer, y)
-        ctx.length, ctx.block = length, block
+        steps = torch.arange(max(block, n_blocks), device=x.device, dtype=x.dtype)
+        inner = _powers(x, y, steps[:block], dim=1)  # (H, 2M, B): Ā^i, i < B
+        outer = _powers(x, y, steps[:n_blocks] * block, dim=2)  # (H, nb, 2M): Ā^(bB)
+        # 2 Re(X Y) = (2 Re X) Re Y + (-2 Im X) Im Y with X = W Ā^(bB): one real matmul
+        w2r, w2i = (2 * w.real).unsqueeze(1), (2 * w.imag).unsqueeze(1)  # (H, 1, M)
+        o_r, o_i = outer[..., :m], outer[..., m:]
+        xs = torch.empty_like(outer)
+        torch.mul(o_r, w2r, out=xs[..., :m]).addcmul_(o_i, w2i, value=-1.0)
+        torch.mul(o_i, w2r, out=xs[..., m:]).addcmul_(o_r, w2i).neg_()
+        k = torch.bmm(xs, inner)  # (H, nb, B)
+        ctx.save_for_backward(dt, a, a_real, e, b_bar, c, w, outer, inner)
+        ctx.length = length
         return k.reshape(h, -1)[:, :length]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        dt, a, a_real, e, b_bar, c, w, outer, y = ctx.saved_tensors
-        length, block = ctx.length, ctx.block
-        h, n_blocks, m = outer.shape
-        padded = grad.new_zeros(h, n_blocks * block)
-        padded[:, :length] = grad
-        steps = torch.arange(n_blocks * block, device=grad.device, dtype=grad.dtype)
-        g = torch.cat([padded, padded * steps], dim=0).reshape(2, h, n_blocks, block)
-        g = g.permute(1, 0, 2, 3).reshape(h, 2 * n_blocks, block)
-        # Σ_i g[bB + i] conj(Ā^i): real part against Re Ā^i, imaginary against -Im Ā^i
-        r = torch.bmm(g, y.transpose(1, 2))  # (H, 2 nb, 2M)
-        t = torch.complex(r[..., :m], -r[..., m:]) * outer.conj().repeat(1, 2, 1)
-        s = t.reshape(h, 2, n_blocks, m).sum(2)  # (H, 2, M): Σ_l g conj(Ā^l), Σ_l l g conj(Ā^l)
+        dt, a, a_real, e, b_bar, c, w, outer, inner = ctx.saved_tensors
+        length = ctx.length
+        h, n_blocks, two_m = outer.shape
+        m, block = two_m // 2, inner.shape[-1]
+        # [g; l g] cut in blocks: (H, 2 nb, B)
+        g2 = grad.new_zeros(h, 2, n_blocks * block)
+        g2[:, 0, :length] = grad
+        steps = torch.arange(length, device=grad.device, dtype=grad.dtype)
+        torch.mul(grad, steps, out=g2[:, 1, :length])
+        # U = Σ_i g_(bB+i) Ā^i per block: (H, 2 nb, 2M), real parts then imaginary parts
+        u = torch.bmm(g2.view(h, 2 * n_blocks, block), inner.transpose(1, 2))
+        u = u.view(h, 2, n_blocks, two_m)
+        u_re, u_im = u[..., :m], u[..., m:]
+        o_re, o_im = outer[..., :m].unsqueeze(1), outer[..., m:].unsqueeze(1)  # (H, 1, nb, M)
+        # Σ_b conj(Ā^(bB)) conj(U_b) = Σ_b (o_re - i o_im)(u_re - i u_im)
+        s_re = (u_re * o_re).addcmul_(u_im, o_im, value=-1.0).sum(2)  # (H, 2, M)
+        s_im = (u_im * o_re).addcmul_(u_re, o_im).sum(2).neg_()
+        s = torch.complex(s_re, s_im)  # [:, 0]: Σ_l g conj(Ā^l); [:, 1]: Σ_l l g conj(Ā^l)
         grad_w = 2 * s[:, 0]
         grad_b_bar = grad_w * c.conj()
         grad_dt_a = 2 * w.conj() * s[:, 1] + grad_b_bar * (e / a).conj()
