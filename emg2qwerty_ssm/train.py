@@ -40,6 +40,7 @@ from emg2qwerty_ssm.atomic_io import atomic_write_text
 from emg2qwerty_ssm.config_checks import check_config_values
 from emg2qwerty_ssm.data.splits import check_split, resolve_split, session_format_of
 from emg2qwerty_ssm.final_eval import build_results, eval_device, evaluate_all, print_summary
+from emg2qwerty_ssm.host_memory import retain_freed_memory
 from emg2qwerty_ssm.models.snn import reset_activity  # every event-based stage (EGRU, SNN)
 from emg2qwerty_ssm.paths import resolve_user_path
 from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE, objective, write_results
@@ -214,6 +215,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     logs.setup_run_logging()
     logs.warn_unused_gpu(cfg.trainer)
+    retain_freed_memory()  # no page faults for each step's activations (host_memory.py)
     if cfg.get("matmul_precision"):  # TF32 matmuls on Ampere+ GPUs ("high"); docs/training.md
         torch.set_float32_matmul_precision(str(cfg.matmul_precision))
     run_dir = resolve_run_dir(cfg)

@@ -82,10 +82,24 @@ class S4DBackbone(StreamingModule):
         n = x.shape[0] // p
         return x[: n * p].reshape(n, p, *x.shape[1:]).mean(dim=1)
 
+    def _lengths(self, length: int) -> list[int]:
+        """The sequence length each block's S4D sees for an input of ``length`` frames."""
+        lengths = []
+        for p in self.end_pools:
+            lengths.append(length)
+            length = length // p
+        return lengths
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.encoder(x)
-        for s4, drop, norm, p in self._blocks():
-            x = drop(s4(x)) + x
+        blocks = self._blocks()
+        # training: every block's SSM kernel in one computation (S4D.training_kernels)
+        kernels = S4D.training_kernels([s4 for s4, *_ in blocks], self._lengths(x.shape[0]))
+        for (s4, drop, norm, p), kernel in zip(blocks, kernels, strict=True):
+            z = s4(x, kernel)
+            mask = drop.mask(z)
+            # dropout and residual in one operation: x + z * keep / (1 - p)
+            x = z + x if mask is None else torch.addcmul(x, z, mask)
             if p > 1:
                 x = self._pool(x, p)
             x = norm(x)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,35 @@ from torch import nn
 from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import State, StreamingModule
 from emg2qwerty_ssm.models.cost import BlockCost, conv_cost, norm_cost
+
+
+class _StackFrames(torch.autograd.Function):
+    """``x[:t] (t, N, C) -> (t / s, N, s * C)``: ``s`` consecutive frames side by side."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, s: int, t: int) -> torch.Tensor:  # noqa: D102
+        _, n, c = x.shape
+        ctx.shape, ctx.s, ctx.t = x.shape, s, t
+        return x[:t].reshape(t // s, s, n, c).transpose(1, 2).reshape(t // s, n, s * c)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        length, n, c = ctx.shape
+        s, t = ctx.s, ctx.t
+        # one strided copy into the input's layout; autograd's view chain would copy the
+        # un-permuted gradient, then zero-fill all frames and copy it again for the slice
+        out = grad.new_empty(length, n, c)
+        out[:t].view(t // s, s, n, c).copy_(grad.view(t // s, n, s, c).transpose(1, 2))
+        out[t:].zero_()
+        return out, None, None
+
+
+def stack_frames(x: torch.Tensor, s: int, t: int) -> torch.Tensor:
+    """The first ``t`` frames of ``x (T, N, C)`` (``t`` a multiple of ``s``) as
+    ``(t / s, N, s * C)``, each output frame its ``s`` input frames in time order."""
+    if t % s or t > x.shape[0]:
+        raise ValueError(f"stack_frames: t={t} must be a multiple of s={s} and <= {x.shape[0]}")
+    return _StackFrames.apply(x, s, t)
 
 
 class IdentityFrontend(StreamingModule):
@@ -90,21 +119,24 @@ class TemporalConvFrontend(StreamingModule):
             return self.layers(x[:t].permute(1, 2, 0)).permute(2, 0, 1)
         if not self.training and not torch.is_grad_enabled():
             return self._forward_folded(x[:t])
-        return self._forward_linear(x[:t])
+        return self._forward_linear(x, t)
 
-    def _forward_linear(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_linear(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """The conv stack as Linears over ``s`` stacked frames (training; BatchNorm over all
-        batch x time positions, exactly as BatchNorm1d on ``(N, C, T)``)."""
+        batch x time positions, exactly as BatchNorm1d on ``(N, C, T)``), on the first ``t``
+        frames of ``x``. Frames are stacked time-major ``(s, C)`` per output frame (rows of
+        ``C`` contiguous floats to copy) and each weight ``(C_out, C, s)`` is reordered to
+        match; ``stack_frames`` trims and stacks in one copy each way."""
         for i in range(0, len(self.layers), 3):
-            conv, norm, act = self.layers[i], self.layers[i + 1], self.layers[i + 2]
-            s = cast(nn.Conv1d, conv).stride[0]
-            t, n, c = x.shape
-            frames = x.reshape(t // s, s, n, c).permute(0, 2, 3, 1).reshape(t // s, n, c * s)
-            weight = cast(nn.Conv1d, conv).weight
-            y = F.linear(frames, weight.reshape(weight.shape[0], -1), cast(nn.Conv1d, conv).bias)
+            conv = cast(nn.Conv1d, self.layers[i])
+            norm, act = self.layers[i + 1], self.layers[i + 2]
+            s = conv.stride[0]
+            frames = stack_frames(x, s, t)
+            weight = conv.weight.transpose(1, 2).reshape(conv.out_channels, -1)
+            y = F.linear(frames, weight, conv.bias)
             if isinstance(norm, nn.BatchNorm1d):
                 y = norm(y.reshape(-1, y.shape[-1])).reshape(y.shape)
-            x = act(y)
+            x, t = act(y), y.shape[0]
         return x
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:

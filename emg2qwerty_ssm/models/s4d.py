@@ -17,9 +17,13 @@ Parameters and maths are the paper's (docs/models.md); what this module adds is 
   blocks with one ``baddbmm`` per block and adds the state read-out in one more matmul: no
   ``H x modes x L`` exponentials (today's kernel materialised them, see
   ``s4d_reference.py``).
-* **Training** keeps the FFT convolution; its kernel is built from ``sqrt(L)``-sized blocks of
-  powers (``Ā^(bB + i) = Ā^(bB) Ā^i``, one matmul) instead of ``H x modes x L`` exponentials,
-  and the FFT always runs in float32 with autocast disabled (``torch.fft`` rejects bf16).
+* **Training** keeps the FFT convolution, as one autograd function with a hand-written
+  backward that reuses the forward's spectra and returns contiguous time-first tensors
+  (``s4d_train.causal_conv``); its kernel is built from ``sqrt(L)``-sized blocks of powers
+  (``Ā^(bB + i) = Ā^(bB) Ā^i``, one matmul) instead of ``H x modes x L`` exponentials, with a
+  hand-written backward too, for all blocks of a backbone at once
+  (:meth:`S4D.training_kernels`); the FFT always runs in float32 with autocast disabled
+  (``torch.fft`` rejects bf16).
 
 Tensors are time-first ``(L, N, H)``; the streaming state is the complex ``(N, H, modes)``
 state (one step runs on it elementwise; chunks convert it to real pairs for the matrix).
@@ -28,6 +32,7 @@ state (one step runs on it elementwise; chunks convert it to real pairs for the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from emg2qwerty_ssm.models import s4d_reference as ref
+from emg2qwerty_ssm.models.s4d_train import causal_conv, stacked_kernels
+from emg2qwerty_ssm.models.s4d_train import kernel as train_kernel
 
 SSMState = torch.Tensor  # (N, H, modes) complex
 
@@ -57,11 +64,17 @@ class TiedDropout(nn.Module):
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The scaled mask ``keep / (1 - p)`` of shape ``(1, N, C)`` for ``x``, None when
+        dropout is off: callers fuse ``x * mask`` into a neighbouring operation."""
         if not self.training or self.p == 0.0:
-            return x
+            return None
         keep = torch.rand(1, *x.shape[1:], device=x.device) >= self.p
-        return x * keep.to(x.dtype) / (1.0 - self.p)
+        return keep.to(x.dtype).div_(1.0 - self.p)  # scaled on the small mask: one op on x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask(x)
+        return x if mask is None else x * mask
 
 
 @dataclass
@@ -135,13 +148,6 @@ def _chunk_matrix(
 
 def _no_autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
-
-
-def _cexp(z: torch.Tensor) -> torch.Tensor:
-    """``exp(z)`` for complex ``z`` as ``e^Re(z) (cos Im(z) + i sin Im(z))``: the same value
-    (to rounding) ~5x faster than torch's complex ``exp`` on CPU (measured), differentiable."""
-    mag = torch.exp(z.real)
-    return torch.complex(mag * torch.cos(z.imag), mag * torch.sin(z.imag))
 
 
 def _autocast_on(device: torch.device) -> bool:
@@ -237,35 +243,52 @@ class S4D(nn.Module):
         """Convolution kernel ``K[h, l] = 2 Re(Σ_n C B̄ Ā^l)``, shape ``(H, length)``.
 
         Built from blocks of powers, ``Ā^(bB + i) = Ā^(bB) · Ā^i`` with ``B ≈ sqrt(L)``: the
-        ``H x modes x L`` products are one matmul instead of as many complex exponentials.
-        Differentiable; float32 even under autocast.
+        ``H x modes x L`` products are one matmul instead of as many complex exponentials;
+        the backward pass is written by hand (``s4d_train.kernel``). Differentiable; float32
+        even under autocast.
         """
         if ref.is_active():
             return ref.kernel(self, length)
-        with _no_autocast(self.D.device):
-            a = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
-            dt_a = a * torch.exp(self.log_dt).unsqueeze(-1)
-            b_bar = (_cexp(dt_a) - 1.0) / a
-            c = torch.view_as_complex(self.C.contiguous())
-            block = max(1, math.isqrt(max(length, 1)))
-            n_blocks = -(-length // block)
-            dev = dt_a.device
-            inner = _cexp(dt_a.unsqueeze(-1) * torch.arange(block, device=dev))  # (H, M, B)
-            steps = torch.arange(n_blocks, device=dev) * float(block)
-            outer = (c * b_bar).unsqueeze(-1) * _cexp(dt_a.unsqueeze(-1) * steps)  # (H, M, nb)
-            outer = outer.transpose(1, 2)  # (H, nb, M)
-            # 2 Re(X Y) = 2 (Re X Re Y - Im X Im Y) as one real matmul
-            x = torch.cat([outer.real, -outer.imag], dim=-1)
-            y = torch.cat([inner.real, inner.imag], dim=-2)
-            k = 2 * torch.bmm(x, y)  # (H, nb, B)
-            return k.reshape(k.shape[0], -1)[:, :length]
+        if _autocast_on(self.D.device):
+            with _no_autocast(self.D.device):
+                return self.kernel(length)
+        return train_kernel(self.log_dt, self.log_A_real, self.A_imag, self.C, length)
+
+    @staticmethod
+    def training_kernels(
+        layers: Sequence[S4D], lengths: Sequence[int]
+    ) -> list[torch.Tensor | None]:
+        """The kernels of several layers for the training path (``layers[i]`` at
+        ``lengths[i]``), computed together: one kernel computation per distinct length on
+        the layers' parameters stacked along the channels, instead of one per layer (the
+        kernel is ~50 operators on ``(H, modes)`` tensors, whose per-operator cost dominates
+        at these sizes). None for a layer that does not take the training FFT path."""
+        out: list[torch.Tensor | None] = [None] * len(layers)
+        if ref.is_active():
+            return out
+        groups: dict[tuple, list[int]] = {}
+        for i, (layer, length) in enumerate(zip(layers, lengths, strict=True)):
+            if length > 0 and not layer._cacheable():
+                key = (length, layer.modes, layer.D.dtype, layer.D.device)
+                groups.setdefault(key, []).append(i)
+        for (length, *_), members in groups.items():
+            params = [
+                (layers[i].log_dt, layers[i].log_A_real, layers[i].A_imag, layers[i].C)
+                for i in members
+            ]
+            with _no_autocast(layers[members[0]].D.device):
+                for i, k in zip(members, stacked_kernels(params, length), strict=True):
+                    out[i] = k
+        return out
 
     # -- SSM core (before the nonlinearity) ------------------------------------------------
-    def ssm_conv(self, u: torch.Tensor) -> torch.Tensor:
+    def ssm_conv(self, u: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
         """Offline SSM from a zero state: ``(L, N, H) -> (L, N, H)``.
 
-        Without gradients: the cached chunk matrix / chunked scan; with gradients: FFT of size
-        2L in float32 (autocast off; the result is float32 for a bf16/fp16 input).
+        Without gradients: the cached chunk matrix / chunked scan; with gradients: the causal
+        FFT convolution of ``s4d_train`` in float32 (autocast off; the result is float32 for a
+        bf16/fp16 input), with ``kernel`` (``(H, L)``, from :meth:`training_kernels`) or
+        this layer's own :meth:`kernel`.
         """
         length = u.shape[0]
         if length == 0:
@@ -275,13 +298,12 @@ class S4D(nn.Module):
         if self._cacheable():
             zero = u.new_zeros(self.d_model, 2 * self.modes, u.shape[1])
             return self._ssm_real(u, zero)[0]
-        with _no_autocast(u.device):
-            work = u.float() if u.dtype in _LOW_PRECISION else u
-            k = self.kernel(length).to(work.dtype)  # (H, L)
-            n = 2 * length
-            u_f = torch.fft.rfft(work.permute(1, 2, 0), n=n)  # (N, H, L + 1)
-            y = torch.fft.irfft(u_f * torch.fft.rfft(k, n=n), n=n)[..., :length]
-            return y.permute(2, 0, 1) + work * self.D.to(work.dtype)
+        if _autocast_on(u.device):
+            with _no_autocast(u.device):
+                return self.ssm_conv(u.float(), kernel)
+        work = u.float() if u.dtype in _LOW_PRECISION else u
+        k = self.kernel(length) if kernel is None else kernel
+        return torch.addcmul(causal_conv(work, k.to(work.dtype)), work, self.D.to(work.dtype))
 
     def _ssm_real(self, u: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunk ``u (L, N, H)`` from the real-pair state ``s (H, 2M, N)``; no gradients."""
@@ -401,11 +423,12 @@ class S4D(nn.Module):
         z = F.linear(y, self.out_conv.weight.squeeze(-1), self.out_conv.bias)
         return F.glu(z, dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Offline mode from a zero state: ``(L, N, H) -> (L, N, H)``."""
+    def forward(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """Offline mode from a zero state: ``(L, N, H) -> (L, N, H)``; ``kernel``: this layer's
+        training kernel when computed beforehand (:meth:`training_kernels`)."""
         if x.shape[0] == 0:  # Conv1d rejects empty sequences
             return x
-        return self._head(self.ssm_conv(x))
+        return self._head(self.ssm_conv(x, kernel))
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
