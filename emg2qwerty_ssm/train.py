@@ -316,21 +316,23 @@ def _failed(cfg: DictConfig, err: BaseException) -> Any:
     return math.nan
 
 
-def _interrupted(err: BaseException) -> bool:
-    """True when ``err`` was raised while a SystemExit / KeyboardInterrupt was unwinding.
+def _interruption(err: BaseException) -> BaseException | None:
+    """The SystemExit / KeyboardInterrupt that ``err`` was raised under while it unwound, if any.
 
-    A preemption handler (submitit's on SLURM) exits with SystemExit; if that lands inside
-    ``torch.save``, torch turns it into a RuntimeError. Recording that as a failed job would
-    report success to the launcher and lose the requeue.
+    A preemption handler (submitit's on SLURM) requeues the job and exits with SystemExit; if
+    that lands inside ``torch.save``, torch turns it into a RuntimeError. Recording that as a
+    failed job would report success to the launcher and lose the requeue, and letting the
+    RuntimeError escape makes submitit write it as the job's result, which the sweep then
+    reads as a failure before the requeued job has run; the exit itself is re-raised instead.
     """
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, (SystemExit, KeyboardInterrupt)):
-            return True
+            return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None
 
 
 def _hydra_task(cfg: DictConfig) -> Any:
@@ -341,7 +343,10 @@ def _hydra_task(cfg: DictConfig) -> Any:
     try:
         results = train(cfg)
     except Exception as err:
-        if not multirun or _interrupted(err):
+        stop = _interruption(err)
+        if stop is not None:
+            raise stop from err
+        if not multirun:
             raise
         log.exception("job failed; the sweep continues")
         return _failed(cfg, err)

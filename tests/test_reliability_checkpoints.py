@@ -197,8 +197,9 @@ def test_converting_never_resolves_env_interpolations(tmp_path, reference_dir, m
 
 def test_an_error_raised_while_a_preemption_exit_unwinds_is_not_a_failed_job() -> None:
     """submitit exits with SystemExit on preemption; inside torch.save that surfaces as a
-    RuntimeError, which a multirun must re-raise (not record as failed.json and return)."""
-    from emg2qwerty_ssm.train import _interrupted
+    RuntimeError; the exit itself is re-raised (not failed.json, not the RuntimeError, which
+    submitit would record as the job's result before the requeued job ran)."""
+    from emg2qwerty_ssm.train import _interruption
 
     def save_interrupted_by_preemption() -> None:
         try:
@@ -208,8 +209,9 @@ def test_an_error_raised_while_a_preemption_exit_unwinds_is_not_a_failed_job() -
 
     with pytest.raises(RuntimeError) as info:
         save_interrupted_by_preemption()
-    assert _interrupted(info.value)
-    assert not _interrupted(RuntimeError("a real failure"))
+    stop = _interruption(info.value)
+    assert isinstance(stop, SystemExit) and stop.code == -1
+    assert _interruption(RuntimeError("a real failure")) is None
     chained = ValueError("bad config")
     chained.__cause__ = KeyError("x")
-    assert not _interrupted(chained)
+    assert _interruption(chained) is None

@@ -44,8 +44,7 @@ def slurm_env() -> Iterator[dict[str, str]]:
     for item in listing.stdout.split("export", 1)[1].split():
         key, value = item.split("=", 1)
         env[key] = value.replace("$PATH", env.get("PATH", ""))
-    up = subprocess.run(["sinfo", "-h"], env=env, capture_output=True, timeout=30)
-    started = up.returncode != 0
+    started = not _cluster_up(env)
     if started:
         start = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=180)
         if start.returncode != 0:
@@ -53,6 +52,20 @@ def slurm_env() -> Iterator[dict[str, str]]:
     yield env
     if started:
         subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=60, check=False)
+
+
+def _cluster_up(env: dict[str, str]) -> bool:
+    """Whether the local cluster answers. Without its slurm.conf (a fresh machine: the cluster
+    was never started) sinfo retries for a minute before failing, so that case is decided by
+    the file; a controller that does not answer within 30 s counts as down as well."""
+    conf = env.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return False
+    try:
+        answer = subprocess.run(["sinfo", "-h"], env=env, capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False
+    return answer.returncode == 0
 
 
 def _state(job_id: str, env: dict[str, str]) -> str:
