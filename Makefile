@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test lint format data lm pareto bench clean
+.PHONY: install demo demo-generic test lint format data lm pareto bench clean
 
 LM ?= models/lm/synthetic-6gram-charlm.arpa
 
@@ -27,11 +27,22 @@ $(STAMP): requirements.lock setup.cfg pyproject.toml
 DEMO_DIR ?= outputs/demo
 # One intra-op thread: these small models ran ~8x more updates/s than with two competing threads.
 THREADS ?= 1
+# The paper's best regime on synthetic data: the committed generic TC_S4_small fine-tuned on
+# synthetic user 0 (conf/experiment/demo_finetune.yaml); DEMO_EXPERIMENT=demo trains from scratch.
+DEMO_EXPERIMENT ?= demo_finetune
 demo: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo hydra.run.dir=$(DEMO_DIR)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo train=false decoder=ctc_beam decoder.lm_path=$(LM) \
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=$(DEMO_EXPERIMENT) hydra.run.dir=$(DEMO_DIR)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=$(DEMO_EXPERIMENT) train=false decoder=ctc_beam decoder.lm_path=$(LM) \
 		checkpoint=$$($(PY) -c "import json; print(json.load(open('$(DEMO_DIR)/results.json'))['checkpoint'])") \
 		hydra.run.dir=$(DEMO_DIR)/beam_lm
+
+# Retrain the generic model `make demo` starts from (the demo preset's generic pool, ~10 min of
+# one core) into GENERIC_DIR and print its checkpoint; use it with `make demo
+# DEMO_EXPERIMENT="demo_finetune checkpoint=PATH"`. The committed file is never overwritten.
+GENERIC_DIR ?= outputs/demo_generic
+demo-generic: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m emg2qwerty_ssm.train experiment=demo user=synth_generic hydra.run.dir=$(GENERIC_DIR)
+	@echo "generic model: $$($(PY) -c "import json; print(json.load(open('$(GENERIC_DIR)/results.json'))['checkpoint'])")"
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -n 2 --dist loadfile -q

@@ -197,3 +197,20 @@ def test_pareto_size_wins_over_the_demo_recipe_in_any_order():
     ):
         assert composed(overrides)["model"]["name"] == "tc_s4_medium", overrides
     assert composed(["+sweep=pareto_synthetic"])["model"]["name"] == "tc_s4_small"
+
+
+def test_demo_finetune_is_the_demo_recipe_from_the_committed_generic_model():
+    from emg2qwerty_ssm.paths import resolve_user_path
+    from emg2qwerty_ssm.train import load_checkpoint_model
+
+    finetune, demo = composed(["experiment=demo_finetune"]), composed(["experiment=demo"])
+    assert finetune["trainer"]["max_epochs"] == 20 and demo["trainer"]["max_epochs"] == 40
+    assert finetune["lr_scheduler"]["scheduler"]["T_0"] == 20  # one cosine cycle over the run
+    for key in ("model", "datamodule", "optimizer", "user", "synth_split", "monitor_metric"):
+        assert finetune[key] == demo[key], key
+    # the committed generic model loads (checksums verified) as the demo's TC_S4_small
+    path = resolve_user_path(finetune["checkpoint"])
+    assert path.is_file(), path
+    model, model_cfg = load_checkpoint_model(path)
+    assert model_cfg is not None and model_cfg["name"] == "tc_s4_small"
+    assert sum(p.numel() for p in model.parameters()) == 388_437
