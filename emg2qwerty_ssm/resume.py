@@ -149,9 +149,12 @@ def choose_resume_checkpoint(ckpt_dir: Path) -> Path | None:
     )
 
 
-def check_architecture(checkpoint_path: Path, module: torch.nn.Module) -> None:
-    """Refuse a resume whose checkpoint weights do not fit the module (names, shapes)."""
-    state = _load_verified(checkpoint_path).get("state_dict") or {}
+def check_architecture(checkpoint_path: Path, module: torch.nn.Module) -> int:
+    """Refuse a resume whose checkpoint weights do not fit the module (names, shapes).
+
+    Returns the checkpoint's global step (the step the resumed run starts at)."""
+    checkpoint = _load_verified(checkpoint_path)
+    state = checkpoint.get("state_dict") or {}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
@@ -171,3 +174,4 @@ def check_architecture(checkpoint_path: Path, module: torch.nn.Module) -> None:
             f"model ({details}); resume it with its own model config, or start a new run "
             "(another run_dir, or resume=false)"
         )
+    return int(checkpoint.get("global_step", 0))

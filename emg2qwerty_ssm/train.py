@@ -255,8 +255,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         if cfg.get("resume", True):
             resume_from = choose_resume_checkpoint(run_dir / CHECKPOINT_DIR_NAME)
         if resume_from is not None:
-            check_architecture(resume_from, module)
-            log.info("resuming from %s", resume_from)
+            step = check_architecture(resume_from, module)
+            log.info("resuming from %s (global step %d)", resume_from, step)
         ckpt_path = str(resume_from) if resume_from is not None else None
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if not trainer.is_global_zero:
