@@ -1,18 +1,20 @@
 """``make pareto``: the budget sweep as parallel single-thread streams, then the figure.
 
 Hydra's basic launcher runs a multirun's jobs one after another, and the submitit local
-launcher starts them all at once (it has no cap), so on a 2-core machine the sizes are split
-here into ``--parallel`` streams, one per core. Each stream is one Hydra multirun into the
-same sweep dir::
+launcher starts them all at once (it has no cap), so on a 2-core machine the (size, seed) jobs
+are split here into ``--parallel`` streams, one per core. A stream runs its jobs as Hydra
+multiruns into the same sweep dir, one per seed (seeds in order, so every size's seed 0
+finishes before any seed 1 of that stream)::
 
-    python -m emg2qwerty_ssm.train -m +sweep=pareto_synthetic seed=0,1,2 \\
-        sweep/pareto_size=<its sizes> hydra.sweep.dir=<sweep dir>
+    python -m emg2qwerty_ssm.train -m +sweep=pareto_synthetic seed=<k> \\
+        sweep/pareto_size=<its sizes for seed k> hydra.sweep.dir=<sweep dir>
 
-The streams are balanced on the expected seconds of their unfinished jobs (the longest size
-first, each to the least loaded stream). Jobs are named ``<model>_seed<k>`` and the sweep sets
-``skip_finished=true``, so running the same command again skips the finished jobs and resumes
-a killed one from its ``last.ckpt``. When every stream has ended, every job must hold a
-complete ``results.json`` of its config; the front (mean +- sd over the seeds,
+The streams are balanced on the expected seconds of their unfinished jobs (the longest job
+first, each to the least loaded stream): job by job, not size by size, since one S4_large job
+costs as much as all other sizes of its seed together. Jobs are named ``<model>_seed<k>`` and
+the sweep sets ``skip_finished=true``, so running the same command again skips the finished
+jobs and resumes a killed one from its ``last.ckpt``. When every stream has ended, every job
+must hold a complete ``results.json`` of its config; the front (mean +- sd over the seeds,
 :mod:`emg2qwerty_ssm.pareto`) is then drawn from exactly these jobs::
 
     python scripts/run_pareto.py --seeds 0,1,2 --parallel 2 --sweep-dir multirun/pareto_synthetic
@@ -111,30 +113,34 @@ def finished(job: Job) -> dict[str, Any] | None:
     return finished_results(job.dir, job.config)
 
 
-def balance(costs: dict[str, float], n: int) -> list[list[str]]:
-    """Split the sizes into at most ``n`` streams of similar total cost (longest first, each
-    to the least loaded stream); sizes of cost 0 (nothing left to run) are left out."""
+JobKey = tuple[str, int]  # (size, seed)
+
+
+def balance(costs: dict[JobKey, float], n: int) -> list[list[JobKey]]:
+    """Split the jobs into at most ``n`` streams of similar total cost (longest first, each to
+    the least loaded stream); jobs of cost 0 (nothing left to run) are left out."""
     if n < 1:
         raise ValueError(f"--parallel={n}: expected at least 1 stream")
-    streams: list[list[str]] = [[] for _ in range(n)]
+    streams: list[list[JobKey]] = [[] for _ in range(n)]
     loads = [0.0] * n
-    for size in sorted((s for s in costs if costs[s] > 0), key=lambda s: -costs[s]):
-        k = loads.index(min(loads))
-        streams[k].append(size)
-        loads[k] += costs[size]
+    for key in sorted((k for k in costs if costs[k] > 0), key=lambda k: -costs[k]):
+        i = loads.index(min(loads))
+        streams[i].append(key)
+        loads[i] += costs[key]
     return [s for s in streams if s]
 
 
-def remaining_seconds(jobs: Sequence[Job], done: dict[Path, dict[str, Any]]) -> dict[str, float]:
-    """Expected seconds of each size's unfinished jobs (see :data:`MEASURED_S`)."""
+def remaining_seconds(jobs: Sequence[Job], done: dict[Path, dict[str, Any]]) -> dict[JobKey, float]:
+    """Expected seconds of each unfinished job: the mean wall time of its size's finished jobs
+    in the sweep dir, else :data:`MEASURED_S` (an unknown size counts as the slowest)."""
     fallback = max(MEASURED_S.values())
-    costs: dict[str, float] = {}
+    costs: dict[JobKey, float] = {}
     for size in dict.fromkeys(j.size for j in jobs):
         mine = [j for j in jobs if j.size == size]
         walls = [done[j.dir]["wall_time_s"] for j in mine if j.dir in done]
         walls = [float(w) for w in walls if isinstance(w, int | float) and w > 0]
         per_job = sum(walls) / len(walls) if walls else MEASURED_S.get(size, fallback)
-        costs[size] = per_job * sum(j.dir not in done for j in mine)
+        costs.update({(j.size, j.seed): per_job for j in mine if j.dir not in done})
     return costs
 
 
@@ -154,42 +160,82 @@ def stream_command(
     ]
 
 
+def stream_commands(
+    stream: Sequence[JobKey], sweep_dir: Path, overrides: Sequence[str] = ()
+) -> list[list[str]]:
+    """A stream's jobs as Hydra multiruns, one per seed in seed order (sizes longest first,
+    as :func:`balance` listed them)."""
+    by_seed: dict[int, list[str]] = {}
+    for size, seed in stream:
+        by_seed.setdefault(seed, []).append(size)
+    return [stream_command(by_seed[k], [k], sweep_dir, overrides) for k in sorted(by_seed)]
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
 def run_streams(
-    streams: list[list[str]],
+    streams: list[list[JobKey]],
     jobs: Sequence[Job],
-    seeds: Sequence[int],
     sweep_dir: Path,
     overrides: Sequence[str],
     threads: int,
     poll_s: float = 10.0,
 ) -> list[dict[str, Any]]:
-    """Start one process per stream, print each job as its results.json appears, wait for all.
+    """Run the streams in parallel, each its multiruns one after another; print each job as its
+    results.json appears; wait for all.
 
-    Each stream's output goes to ``<sweep dir>/stream<k>.log``. Ctrl-C or an error stops every
-    stream (a rerun resumes them).
+    Each stream's output goes to ``<sweep dir>/stream<k>.log``. A multirun that fails ends its
+    stream; Ctrl-C or an error here stops every stream (a rerun resumes them).
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    procs: list[tuple[dict[str, Any], subprocess.Popen[bytes]]] = []
+    infos: list[dict[str, Any]] = []
+    queues: list[list[list[str]]] = []
+    running: list[subprocess.Popen[bytes] | None] = []
     seen = {j.dir for j in jobs if (j.dir / RESULTS_FILE).is_file()}
     start = time.time()
+
+    def launch(k: int) -> None:  # the stream's next multirun, or mark the stream ended
+        info = infos[k]
+        if not queues[k]:
+            running[k] = None
+            info.update(returncode=0, wall_s=round(time.time() - start, 1))
+            return
+        cmd = queues[k].pop(0)
+        info["commands"].append(cmd)
+        with open(info["log"], "ab") as log_file:
+            running[k] = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
     try:
-        for k, sizes in enumerate(streams):
+        for k, stream in enumerate(streams):
+            sizes = list(dict.fromkeys(size for size, _ in stream))
             log_path = sweep_dir / f"stream{k}.log"
-            cmd = stream_command(sizes, seeds, sweep_dir, overrides)
-            with log_path.open("ab") as log_file:
-                proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-            info = {"stream": k, "sizes": sizes, "command": cmd, "log": str(log_path)}
-            procs.append((info, proc))
-            print(f"stream {k}: sizes {','.join(sizes)} (log: {log_path})", flush=True)
-        while any(p.poll() is None for _, p in procs):
+            infos.append(
+                {
+                    "stream": k,
+                    "sizes": sizes,
+                    "jobs": [f"{size}:{seed}" for size, seed in stream],
+                    "commands": [],
+                    "log": str(log_path),
+                }
+            )
+            queues.append(stream_commands(stream, sweep_dir, overrides))
+            running.append(None)
+            jobs_text = ",".join(infos[k]["jobs"])
+            print(f"stream {k}: sizes {','.join(sizes)}, jobs {jobs_text} (log: {log_path})")
+            launch(k)
+        sys.stdout.flush()
+        while any(p is not None for p in running):
             time.sleep(poll_s)
-            for info, p in procs:
-                if p.poll() is not None and "wall_s" not in info:
-                    info.update(returncode=p.returncode, wall_s=round(time.time() - start, 1))
+            for k, p in enumerate(running):
+                if p is None or p.poll() is None:
+                    continue
+                if p.returncode == 0:
+                    launch(k)
+                else:  # the failed multirun ends its stream; the rerun resumes it
+                    running[k] = None
+                    infos[k].update(returncode=p.returncode, wall_s=round(time.time() - start, 1))
             for j in jobs:
                 if j.dir not in seen and (j.dir / RESULTS_FILE).is_file():
                     seen.add(j.dir)
@@ -199,15 +245,18 @@ def run_streams(
                         flush=True,
                     )
     finally:
-        for _, p in procs:  # Ctrl-C, an error here: no stream outlives the runner
-            if p.poll() is None:
-                p.terminate()
-        for _, p in procs:
+        live = [p for p in running if p is not None and p.poll() is None]
+        for p in live:  # Ctrl-C, an error here: no stream outlives the runner
+            p.terminate()
+        for p in live:
             p.wait()
-    for info, p in procs:
-        info.setdefault("wall_s", round(time.time() - start, 1))
-        info["returncode"] = p.returncode
-    return [info for info, _ in procs]
+        for info, p in zip(infos, running, strict=True):
+            if "returncode" not in info:
+                info.update(
+                    returncode=p.returncode if p is not None else -1,
+                    wall_s=round(time.time() - start, 1),
+                )
+    return infos
 
 
 def check_jobs(jobs: Sequence[Job]) -> list[str]:
@@ -276,9 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     streams = balance(remaining_seconds(jobs, done), args.parallel)
     ran = []
     if streams:
-        ran = run_streams(
-            streams, jobs, args.seeds, sweep_dir, args.overrides, args.threads, args.poll
-        )
+        ran = run_streams(streams, jobs, sweep_dir, args.overrides, args.threads, args.poll)
         record = {
             "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "streams": ran,

@@ -21,17 +21,21 @@ from emg2qwerty_ssm.train import train
 SWEEP = ["+sweep=pareto_synthetic", "sweep/pareto_size=xxs"]
 
 
-def test_balance_gives_each_size_to_the_least_loaded_stream() -> None:
-    costs = {"xs": 108, "xxs": 111, "s": 146, "m": 249, "small": 545, "medium": 741}
+def test_balance_gives_each_job_to_the_least_loaded_stream() -> None:
+    per_size = {"xs": 108, "xxs": 111, "s": 146, "m": 249, "large": 900}
+    costs = {(size, seed): t for size, t in per_size.items() for seed in (0, 1)}
     streams = balance(costs, 2)
-    assert sorted(s for st in streams for s in st) == sorted(costs)
-    assert streams == [["medium", "s", "xs"], ["small", "m", "xxs"]]
-    assert [sum(costs[s] for s in st) for st in streams] == [995, 905]
-    # one stream: everything, longest first; more streams than sizes: one size each
-    assert balance(costs, 1) == [["medium", "small", "m", "s", "xxs", "xs"]]
-    assert sorted(map(len, balance(costs, 8))) == [1] * 6
-    # nothing left to run for a size: no stream runs it
-    assert balance({"a": 0.0, "b": 5.0}, 2) == [["b"]]
+    assert sorted(k for st in streams for k in st) == sorted(costs)
+    # job by job: the two expensive jobs go one to each stream, not both to one
+    assert streams[0][0] == ("large", 0) and streams[1][0] == ("large", 1)
+    loads = [sum(costs[k] for k in st) for st in streams]
+    assert max(loads) - min(loads) <= max(costs.values())
+    assert loads == [1514, 1514]
+    # one stream: everything, longest first; more streams than jobs: one job each
+    assert balance(costs, 1) == [sorted(costs, key=lambda k: -costs[k])]
+    assert sorted(map(len, balance(costs, 16))) == [1] * 10
+    # nothing left to run for a job: no stream runs it
+    assert balance({("a", 0): 0.0, ("b", 0): 5.0}, 2) == [[("b", 0)]]
     with pytest.raises(ValueError, match="--parallel=0"):
         balance(costs, 0)
 
@@ -41,8 +45,12 @@ def test_remaining_seconds_count_unfinished_jobs_at_measured_times(tmp_path: Pat
     jobs += [Job("new", k, "x", tmp_path / f"n{k}", None) for k in range(2)]
     done = {jobs[0].dir: {"wall_time_s": 300.0}}  # seed 0 of m finished in 300 s
     costs = remaining_seconds(jobs, done)
-    assert costs == {"m": 600.0, "new": 2 * max(pareto_sweep.MEASURED_S.values())}
-    assert remaining_seconds(jobs[:3], {}) == {"m": 3 * pareto_sweep.MEASURED_S["m"]}
+    slowest = max(pareto_sweep.MEASURED_S.values())
+    assert costs == {("m", 1): 300.0, ("m", 2): 300.0, ("new", 0): slowest, ("new", 1): slowest}
+    assert remaining_seconds(jobs[:2], {}) == {
+        ("m", 0): pareto_sweep.MEASURED_S["m"],
+        ("m", 1): pareto_sweep.MEASURED_S["m"],
+    }
 
 
 def test_job_dirs_follow_model_and_seed(tmp_path: Path) -> None:
@@ -62,6 +70,12 @@ def test_stream_command_replaces_the_sweeps_sizes_and_seeds(tmp_path: Path) -> N
     assert cmd[1:] == ["-m", "emg2qwerty_ssm.train", "-m", "+sweep=pareto_synthetic", "seed=3,4",
                        "sweep/pareto_size=m,xs", f"hydra.sweep.dir={tmp_path}",
                        "trainer.max_epochs=2"]  # fmt: skip
+    # a stream's jobs: one multirun per seed, seeds in order, sizes in the stream's order
+    cmds = pareto_sweep.stream_commands([("large", 2), ("m", 0), ("xs", 2), ("s", 0)], tmp_path)
+    assert [c[5:7] for c in cmds] == [
+        ["seed=0", "sweep/pareto_size=m,s"],
+        ["seed=2", "sweep/pareto_size=large,xs"],
+    ]
 
 
 def _complete_results(cfg) -> dict:

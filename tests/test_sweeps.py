@@ -53,7 +53,6 @@ def test_every_job_composes_builds_and_names_itself(name: str) -> None:
         seeds = {s for _, s in names}
         assert len(seeds) >= 3 and len(jobs) == len(budgets) * len(seeds)  # every size x seed
         cfg = jobs[0][1]
-        # measured: ~32 min of training for the six sizes
         assert cfg.dataset.synthetic.preset == "demo" and cfg.trainer.max_epochs <= 40
         assert cfg.skip_finished  # a rerun skips the finished jobs
 
