@@ -41,10 +41,19 @@ from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE
 
 SWEEP = "pareto_synthetic"
 SWEEP_FILE = CONFIG_DIR.parent / "sweeps" / f"{SWEEP}.yaml"
-#: seconds of one 40-epoch job per size with OMP_NUM_THREADS=1 on the 2-core machine (the
-#: sweep file's comment); only the streams' balance depends on them. A size's finished runs in
-#: the sweep dir (their wall_time_s) replace these; a size in neither counts as the slowest.
-MEASURED_S = {"xxs": 111, "xs": 108, "s": 146, "m": 249, "tc_s4_small": 545, "tc_s4_medium": 741}
+#: seconds of one 40-epoch job per size with OMP_NUM_THREADS=1 on the 2-core machine, two or
+#: three jobs at a time (README "accuracy vs compute"); only the streams' balance depends on
+#: them. A size's finished runs in the sweep dir (their wall_time_s) replace these; a size in
+#: neither counts as the slowest.
+MEASURED_S = {
+    "xxs": 160,
+    "xs": 160,
+    "s": 420,
+    "m": 650,
+    "tc_s4_small": 500,
+    "tc_s4_medium": 660,
+    "s4_large": 3600,
+}
 
 
 @dataclass
