@@ -8,6 +8,8 @@
   not the monitored metric improved, and within an epoch every ``every_n_train_steps`` steps
   and every ``every_seconds`` of training, so a ``kill -9`` loses at most that much work.
   (Lightning's ``save_last`` on a monitored ModelCheckpoint only rewrites it on improvement.)
+* :class:`TrainingClock` carries a run's wall time across resumes in the checkpoints, so the
+  ``wall_time_s`` of a resumed run counts every process that did the work it kept.
 * :func:`choose_resume_checkpoint` picks ``last.ckpt``, or, when it is corrupt, the newest
   valid checkpoint of the run, warning with both names.
 """
@@ -103,6 +105,29 @@ class LastCheckpoint(Callback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # After this epoch's validation: the saved state holds its metrics and best paths.
         self._save(trainer)
+
+
+class TrainingClock(Callback):
+    """Wall time of a run so far, saved in every checkpoint and restored on resume.
+
+    ``started`` is the :func:`time.time` at which this process began the run (start-up
+    included). A resumed process adds the time of the processes before it, up to the
+    checkpoint it resumed from (work lost after that checkpoint is not counted: it was
+    redone). Checkpoints written before this callback existed resume with nothing carried.
+    """
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.carried_s = 0.0
+
+    def elapsed_s(self) -> float:
+        return self.carried_s + (time.time() - self.started)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.carried_s = float(state_dict.get("elapsed_s", 0.0))
 
 
 def _load_verified(path: Path) -> dict[str, Any]:

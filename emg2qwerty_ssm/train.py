@@ -47,6 +47,7 @@ from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE, objective, write_r
 from emg2qwerty_ssm.resume import (
     LAST_NAME,
     AtomicCheckpointIO,
+    TrainingClock,
     check_architecture,
     choose_resume_checkpoint,
 )
@@ -246,8 +247,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     trainer = None
     checkpoint = str(resolve_user_path(cfg.checkpoint)) if cfg.get("checkpoint") else None
     logged: dict[str, float] = {}
+    clock = TrainingClock(started=start)  # wall time carried across resumes in the checkpoints
     if cfg.train:
-        trainer = build_trainer(cfg, run_dir, loggers, [*callbacks, logs.ValidationReport()])
+        trainer = build_trainer(cfg, run_dir, loggers, [*callbacks, logs.ValidationReport(), clock])
         if trainer.is_global_zero:
             _log_hyperparams(loggers, cfg, card)
         last = run_dir / CHECKPOINT_DIR_NAME / LAST_NAME
@@ -288,7 +290,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     results = build_results(
         cfg, name, card, metrics, checkpoint, logged, split_source, root, module
     )
-    results["wall_time_s"] = round(time.time() - start, 3)
+    results["wall_time_s"] = round(clock.elapsed_s(), 3)  # every process whose work was kept
+    results["wall_time_process_s"] = round(time.time() - start, 3)
     if history:
         results["config_history"] = history
     write_results(run_dir, results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from trainer_helpers import cache_dir, compose_cfg
 
 from emg2qwerty_ssm.train import train
@@ -47,8 +48,17 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tmp_path_factory) -> 
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "results.json").exists()
 
+    # the killed process's wall time up to its checkpoint is carried into the resumed run's
+    killed_s = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"][
+        "TrainingClock"
+    ]["elapsed_s"]
+    assert killed_s > 0
+
     recorder = StartRecorder()
     results = train(compose_cfg(overrides, tmp_path, cache), callbacks=[recorder])
+    assert results["wall_time_s"] == pytest.approx(
+        killed_s + results["wall_time_process_s"], abs=0.01
+    )
     # epoch 0 was complete and checkpointed; epoch 1 starts again from its beginning
     assert recorder.start == (1, steps_per_epoch)
     assert recorder.epochs == [1, 2]  # ran on to max_epochs
