@@ -109,6 +109,21 @@ def parse_args(argv: Sequence[str]) -> StreamArgs:
     return args
 
 
+#: the rate of a session's raw EMG (emg2qwerty's 2 kHz bands; docs/format.md), which this
+#: CLI feeds as it is: it applies no transforms, so it streams raw-input models at this rate
+SESSION_RATE_HZ = 2000.0
+
+
+def check_streamable(model: EMGModel) -> None:
+    """Refuse, before any streaming, a model that does not take the session's raw EMG as is."""
+    if model.input_kind != "raw" or model.input_rate_hz != SESSION_RATE_HZ:
+        raise ValueError(
+            f"model {model.name} takes {model.input_kind} input at {model.input_rate_hz:g} Hz; "
+            f"this CLI feeds a session's raw EMG at {SESSION_RATE_HZ:g} Hz without transforms, "
+            "so it streams models with input_kind=raw at that rate (transforms=raw)"
+        )
+
+
 def load_stream_model(args: StreamArgs) -> EMGModel:
     if args.checkpoint is not None:
         from emg2qwerty_ssm.models import load_model
@@ -210,11 +225,13 @@ def stream(
     emg: np.ndarray,
     chunk: int,
     out: TextIO = sys.stdout,
+    rate_hz: float = SESSION_RATE_HZ,
 ) -> tuple[str, list[float]]:
     """Feed ``emg (T, 2, 16)`` in chunks of ``chunk`` samples; print characters as they come.
 
-    ``engine``: a :class:`Streamer` or a model (streamed by its ``forward_stream``). Returns
-    the decoded text and the per-chunk latencies (model + decoder) in seconds.
+    ``engine``: a :class:`Streamer` or a model (streamed by its ``forward_stream``);
+    ``rate_hz``: the input's sample rate (the decoder's frame times). Returns the decoded text
+    and the per-chunk latencies (model + decoder) in seconds.
     """
     from emg2qwerty_ssm.decoding.greedy import CTCGreedyDecoder
 
@@ -229,7 +246,7 @@ def stream(
         t0 = time.perf_counter()
         log_probs = streamer.push(emg[start : start + chunk])
         if log_probs.shape[0]:
-            times = (frames + np.arange(log_probs.shape[0])) * streamer.stride / 2000.0
+            times = (frames + np.arange(log_probs.shape[0])) * streamer.stride / rate_hz
             frames += log_probs.shape[0]
             text = str(decoder.decode(log_probs, times))
         latencies.append(time.perf_counter() - t0)
@@ -253,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     model = load_stream_model(args)
+    try:
+        check_streamable(model)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     emg, prompts = load_session(args.session)
     if args.seconds is not None:
         emg = emg[: int(args.seconds * model.input_rate_hz)]
@@ -275,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"loadavg={tuple(round(v, 2) for v in os.getloadavg())}"
     )
     with reference_mode(args.reference):
-        _, latencies = stream(streamer, emg, chunk)
+        _, latencies = stream(streamer, emg, chunk, rate_hz=model.input_rate_hz)
     seconds = emg.shape[0] / model.input_rate_hz
     shown = [text for start, text in prompts if start < seconds]
     if shown:

@@ -97,10 +97,11 @@ def test_state_carries_history(model: EMGModel) -> None:
 
 
 def test_stream_cli_decodes_like_offline_and_rejects_bad_arguments(tmp_path) -> None:  # noqa: ANN001
+    import contextlib
     import io
 
     from emg2qwerty_ssm.decoding.greedy import CTCGreedyDecoder
-    from emg2qwerty_ssm.stream import parse_args, stream
+    from emg2qwerty_ssm.stream import main, parse_args, stream
 
     torch.manual_seed(0)
     model = build_model(compose_model_config(["model=tc_s4_small"])).eval()
@@ -121,6 +122,11 @@ def test_stream_cli_decodes_like_offline_and_rejects_bad_arguments(tmp_path) -> 
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=match):
             parse_args(bad)
+    # a model that needs transforms the CLI does not apply is refused before streaming
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["model=tds_conv_ctc", "seconds=1"]) == 2
+    assert "tds_conv_ctc takes log_spectrogram input at 125 Hz" in err.getvalue()
     assert parse_args(["model=tc_s4_small", "model.backbone.n_layers=2"]).model_overrides == [
         "model.backbone.n_layers=2"
     ]
