@@ -15,6 +15,14 @@ check, the optimizer step), in process CPU time and wall time:
 
 Processes, not one interleaved loop, because the malloc setting is process-wide. Prints the
 median per batch (the first 3 batches left out) and the ratio per round, with the load.
+
+``--whole`` times whole runs instead (``make demo``'s first command: start-up, training with
+its validations and curriculum epochs, final evaluation): each round runs ``today`` with
+``--today-experiment`` and ``now`` with ``--now-experiment`` (both ``demo``, the from-scratch
+recipe, unless given; ``demo_finetune`` is what ``make demo`` runs now; several ``now``
+experiments are each compared with the same ``today`` run), and prints each
+process's CPU and wall time, the ratios and each run's test CER (paper protocol, greedy), so
+speed is compared at the CER it reached. ``--epochs N`` shortens both recipes (a quick look).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTED = time.time()  # a child's wall time includes its imports, like `make demo`'s
 
 
 def child(mode: str, batches: int, overrides: list[str]) -> None:
@@ -82,6 +91,75 @@ def child(mode: str, batches: int, overrides: list[str]) -> None:
     print(json.dumps({"cpu": statistics.median(cpu), "wall": statistics.median(wall)}))
 
 
+def whole_child(mode: str, experiment: str, epochs: int | None, overrides: list[str]) -> None:
+    """One whole ``experiment`` run in this process; prints CPU, wall and test CER as JSON."""
+    import resource
+
+    from hydra import compose, initialize_config_dir
+
+    from emg2qwerty_ssm import CONFIG_DIR
+    from emg2qwerty_ssm.host_memory import ENV_VAR
+    from emg2qwerty_ssm.models.s4d_reference import reference_mode
+    from emg2qwerty_ssm.train import train
+
+    extra = [f"trainer.max_epochs={epochs}"] if epochs else []
+    if mode == "today":
+        os.environ[ENV_VAR] = "default"
+        extra.append("+optimizer.foreach=false")
+    with tempfile.TemporaryDirectory() as run_dir:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=[
+                    f"experiment={experiment}",
+                    f"hydra.run.dir={run_dir}",
+                    *extra,
+                    *overrides,
+                ],
+            )
+        cfg.run_dir = run_dir
+        with reference_mode(mode == "today"):
+            results = train(cfg)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "wall": time.time() - STARTED,
+                "cer": results["metrics"]["test/paper/greedy"]["CER"],
+            }
+        )
+    )
+
+
+def whole(args: argparse.Namespace, overrides: list[str]) -> None:
+    print(machine_line())
+    print(
+        f"whole runs: today = experiment={args.today_experiment}, now = "
+        f"experiment={' / '.join(args.now_experiment)}, epochs={args.epochs or 'the recipe'}"
+    )
+    head = f"{'round':<7}{'now experiment':<16}{'today cpu s':>12}{'now cpu s':>11}{'ratio':>7}"
+    print(
+        f"{head}{'today wall s':>14}{'now wall s':>12}{'ratio':>7}{'today CER':>11}{'now CER':>9}"
+    )
+    epochs = ["--epochs", str(args.epochs)] * bool(args.epochs)
+    for r in range(args.rounds):
+        t = run(
+            "today",
+            args.batches,
+            ["--whole", "--experiment", args.today_experiment, *epochs, *overrides],
+        )
+        for exp in args.now_experiment:
+            n = run("now", args.batches, ["--whole", "--experiment", exp, *epochs, *overrides])
+            print(
+                f"{r + 1:<7}{exp:<16}{t['cpu']:>12.1f}{n['cpu']:>11.1f}{t['cpu'] / n['cpu']:>7.2f}"
+                f"{t['wall']:>14.1f}{n['wall']:>12.1f}{t['wall'] / n['wall']:>7.2f}"
+                f"{t['cer']:>11.2f}{n['cer']:>9.2f}",
+                flush=True,
+            )
+    print(machine_line())
+
+
 def run(mode: str, batches: int, overrides: list[str]) -> dict[str, float]:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, __file__, "--child", mode, "--batches", str(batches), *overrides]
@@ -96,10 +174,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--whole", action="store_true", help="time whole runs (see above)")
+    parser.add_argument("--today-experiment", default="demo")
+    parser.add_argument("--now-experiment", nargs="+", default=["demo"])
+    parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--child", choices=("today", "now"), help=argparse.SUPPRESS)
+    parser.add_argument("--experiment", help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
+    if args.child and args.whole:
+        whole_child(args.child, args.experiment, args.epochs, overrides)
+        return
     if args.child:
         child(args.child, args.batches, overrides)
+        return
+    if args.whole:
+        whole(args, overrides)
         return
     print(machine_line())
     print(f"experiment=demo, {args.batches} batches per run, median per batch (first 3 left out)")
