@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_step.py \
         [--models tc_s4_small tc_s4_medium s4_large] [--batch 8] [--samples 10000] \
-        [--repeats 5] [--compile] [--bf16] [--profile] [--retain-memory]
+        [--repeats 5] [--compile] [--bf16] [--profile] [--retain-memory] [--conv-from FILE]
 
 The demo's and the paper's step: a batch of raw windows, the model in training mode, CTC on
 random targets, ``Adam`` over ``EMGModel.param_groups`` (today's path: torch's default
@@ -11,12 +11,16 @@ Today's path (``reference_mode``) and the fast one are interleaved step by step 
 weights (each with its own Adam state); wall and process CPU time are printed, the CPU time
 being the steadier one on a shared machine; ``--compile`` also times
 ``torch.compile(model)`` (the ``trainer.compile`` option), ``--bf16`` runs under CPU bf16
-autocast, ``--profile`` prints the fast step's top operators.
+autocast, ``--profile`` prints the fast step's top operators. ``--conv-from FILE`` also times
+the fast step with the causal convolution of another version of ``s4d_train.py`` (e.g.
+``git show <commit>:emg2qwerty_ssm/models/s4d_train.py > /tmp/old.py``), interleaved with the
+others: the "conv-from s" column and "vs conv-from", its time over the fast step's (CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import PAPER_MODELS, machine_line, paper_model  # noqa: E402
 
 from emg2qwerty_ssm.host_memory import retain_freed_memory  # noqa: E402
+from emg2qwerty_ssm.models import s4d as s4d_module  # noqa: E402
 from emg2qwerty_ssm.models.s4d_reference import reference_mode  # noqa: E402
 
 
@@ -67,6 +72,16 @@ def make_step(  # noqa: ANN201
     return step
 
 
+def load_conv(path: str):  # noqa: ANN201
+    """``causal_conv`` of the ``s4d_train.py`` at ``path``."""
+    spec = importlib.util.spec_from_file_location("baseline_s4d_train", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--conv-from: cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.causal_conv
+
+
 def timed(fn, cpu: list[float] | None = None) -> float:  # noqa: ANN001
     """Wall seconds of ``fn()``; its process CPU seconds are appended to ``cpu``: on a shared,
     oversubscribed machine the CPU time leaves out the waits for a core."""
@@ -88,6 +103,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--conv-from", help="another s4d_train.py to time against (CPU ratio)")
     parser.add_argument(
         "--retain-memory",
         action="store_true",
@@ -103,19 +119,35 @@ def main() -> None:
     print(
         f"{'model':<15}{'ref s':>9}{'fast s':>9}{'ratio':>8}"
         f"{'ref cpu s':>11}{'fast cpu s':>11}{'cpu ratio':>10}{'compiled s':>12}"
+        + (f"{'conv-from s':>13}{'vs conv-from':>14}" if args.conv_from else "")
     )
+    current_conv = s4d_module.causal_conv
+    other_conv = load_conv(args.conv_from) if args.conv_from else None
     for name in args.models:
         model = paper_model(name).train()
         step = make_step(model, model, args.batch, args.samples, args.bf16)
         ref_step = make_step(model, model, args.batch, args.samples, args.bf16, foreach=None)
+        other_step = make_step(model, model, args.batch, args.samples, args.bf16)
+
+        def run_other(other_step=other_step) -> None:  # noqa: ANN001
+            s4d_module.causal_conv = other_conv
+            try:
+                other_step()
+            finally:
+                s4d_module.causal_conv = current_conv
+
         step()  # warm-up
         with reference_mode():
             ref_step()
-        ref_t, fast_t, ref_c, fast_c = [], [], [], []
+        if other_conv is not None:
+            run_other()
+        ref_t, fast_t, ref_c, fast_c, other_c = [], [], [], [], []
         for _ in range(args.repeats):
             with reference_mode():
                 ref_t.append(timed(ref_step, ref_c))
             fast_t.append(timed(step, fast_c))
+            if other_conv is not None:
+                timed(run_other, other_c)
         r, f = statistics.median(ref_t), statistics.median(fast_t)
         rc, fc = statistics.median(ref_c), statistics.median(fast_c)
         compiled = ""
@@ -126,9 +158,13 @@ def main() -> None:
             first = time.perf_counter() - t0
             c = statistics.median(timed(cstep) for _ in range(args.repeats))
             compiled = f"{c:.3f} (first {first:.0f})"
+        other = ""
+        if other_c:
+            oc = statistics.median(other_c)
+            other = f"{oc:>13.3f}{oc / fc:>14.2f}"
         print(
             f"{name:<15}{r:>9.3f}{f:>9.3f}{r / f:>8.2f}{rc:>11.3f}{fc:>11.3f}{rc / fc:>10.2f}"
-            f"{compiled:>12}",
+            f"{compiled:>12}{other}",
             flush=True,
         )
         if args.profile:

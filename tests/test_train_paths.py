@@ -1,6 +1,6 @@
 """The training fast paths equal today's reference maths (``s4d_reference``), gradients included.
 
-Covered: the causal FFT convolution with its hand-written backward and 5-smooth FFT length
+Covered: the causal FFT convolution with its hand-written backward and even 5-smooth FFT length
 (``s4d_train.causal_conv``), the S4D kernel with its hand-written backward computed for several
 layers at once (``S4D.training_kernels``), the TC front-end's frame stacking, and a whole
 training forward + backward of the three paper models (dropout on, same masks) against
@@ -16,6 +16,7 @@ import torch
 from model_helpers import paper_model
 
 from emg2qwerty_ssm.models import s4d_reference as ref
+from emg2qwerty_ssm.models import s4d_train
 from emg2qwerty_ssm.models.frontends import stack_frames
 from emg2qwerty_ssm.models.s4d import S4D
 from emg2qwerty_ssm.models.s4d_train import causal_conv, fft_len, stacked_kernels
@@ -34,21 +35,29 @@ def _reference_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return y.permute(2, 0, 1)
 
 
-def test_fft_len_is_the_smallest_5_smooth_length() -> None:
-    def smooth(n: int) -> bool:
+def test_fft_len_is_the_smallest_even_5_smooth_length() -> None:
+    def fast(n: int) -> bool:
+        rest = n
         for p in (2, 3, 5):
-            while n % p == 0:
-                n //= p
-        return n == 1
+            while rest % p == 0:
+                rest //= p
+        return rest == 1 and n % 2 == 0
 
     for m in range(1, 2000):
         n = fft_len(m)
-        assert n >= m and smooth(n) and not any(smooth(j) for j in range(m, n)), m
+        assert n >= m and fast(n) and not any(fast(j) for j in range(m, n)), m
     assert fft_len(2 * 104 - 1) == 216 and fft_len(2 * 345 - 1) == 720
+    # S4_large's odd lengths before: 675 (L = 325 frames) and 16,875 (L = 8,300)
+    assert fft_len(2 * 325 - 1) == 720 and fft_len(2 * 8300 - 1) == 17280
 
 
-@pytest.mark.parametrize("length", [1, 2, 7, 54, 104, 345, 1000])
-def test_causal_conv_and_its_gradients_equal_reference(length: int) -> None:
+@pytest.mark.parametrize("by_transpose", [False, True], ids=["permute", "transpose2d"])
+@pytest.mark.parametrize("length", [1, 2, 7, 54, 104, 325, 345, 1000])
+def test_causal_conv_and_its_gradients_equal_reference(
+    length: int, by_transpose: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # both ways of laying out the FFTs' rows (large tensors take the 2-D transposes)
+    monkeypatch.setattr(s4d_train, "LARGE_CONV_NUMEL", 0 if by_transpose else 1 << 60)
     torch.manual_seed(length)
     u = torch.randn(length, 3, 5, requires_grad=True)
     k = torch.randn(5, length, requires_grad=True)

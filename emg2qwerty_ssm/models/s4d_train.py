@@ -11,12 +11,14 @@ convolution (``s4d_reference.ssm_conv`` without the ``D`` skip), with a hand-wri
   inverse ones; autograd through ``rfft(n=2L)`` instead runs a full complex FFT of the padded
   length per call and zero-fills the padding (measured ~2.5x slower per layer, forward and
   backward together, at batch 8 x 104 frames);
-* the FFT length is the smallest 5-smooth number ``>= 2L - 1`` (``fft_len``): ``2L - 1``
-  already avoids the circular wrap-around, and ``2L`` can have a large prime factor
-  (``L = 345`` frames, the 16 s windows: ``690 = 2·3·5·23``);
+* the FFT length is the smallest even 5-smooth number ``>= 2L - 1`` (``fft_len``): ``2L - 1``
+  already avoids the circular wrap-around, ``2L`` can have a large prime factor
+  (``L = 345`` frames, the 16 s windows: ``690 = 2·3·5·23``), and an odd length runs ~2x
+  slower per element (S4_large's ``L = 325`` and ``8,300`` frames: ``675``, ``16,875``);
 * the output and ``∂u`` are contiguous time-first tensors, so the GELU, GLU, dropout and
   LayerNorm after the convolution run on one memory layout (a permuted FFT output made
-  ``gelu_backward`` take its non-vectorised path, ~9x slower per call).
+  ``gelu_backward`` take its non-vectorised path, ~9x slower per call); the FFTs run on
+  ``(N·H, L)`` rows made by 2-D transposes, which PyTorch copies faster than 3-D permutes.
 
 ``kernel`` builds the SSM kernel from blocks of powers with its own backward (see
 ``_Kernel``) and ``stacked_kernels`` runs it once for several layers (their parameters
@@ -37,17 +39,45 @@ import torch
 
 
 def fft_len(minimum: int) -> int:
-    """The smallest ``n >= minimum`` whose only prime factors are 2, 3 and 5 (fast in
-    pocketfft, the CPU FFT behind ``torch.fft``)."""
-    n = max(int(minimum), 1)
+    """The smallest even ``n >= minimum`` whose only prime factors are 2, 3 and 5: a real FFT
+    of even length runs as a complex one of half the length (an odd 5-smooth length such as
+    ``675`` or ``16,875`` measured ~2x slower per element than the next even one)."""
+    n = max(int(minimum), 2)
     while True:
         rest = n
         for p in (2, 3, 5):
             while rest % p == 0:
                 rest //= p
-        if rest == 1:
+        if rest == 1 and n % 2 == 0:
             return n
         n += 1
+
+
+#: from this many elements (``L·N·H``) the convolution takes its large-tensor path (2-D
+#: transposes, the conjugate taken in place); below it (in cache) the plain way costs no more
+#: (whole TC_S4_small steps measured ~2 % slower with the large-tensor path)
+LARGE_CONV_NUMEL = 1 << 20
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``(L, N, H) -> (N, H, L)`` for the FFTs: large tensors contiguous by a 2-D transpose
+    (PyTorch copies it ~4x faster than the 3-D permute: 6.6 against 29 ms at 1,300 x 8 x 256),
+    small ones as a permuted view that the padded FFT copies anyway."""
+    length, batch, h = x.shape
+    if x.numel() < LARGE_CONV_NUMEL:
+        return x.permute(1, 2, 0)
+    return x.reshape(length, -1).t().contiguous().view(batch, h, length)
+
+
+def _time_first(y: torch.Tensor, length: int) -> torch.Tensor:
+    """The first ``length`` steps of ``y (N, H, n)`` as a contiguous ``(length, N, H)``; for
+    large tensors a contiguous slice, then a 2-D transpose (the 2-D transpose of a strided
+    slice is the slow copy again)."""
+    batch, h, _ = y.shape
+    if length * batch * h < LARGE_CONV_NUMEL:
+        return y[..., :length].permute(2, 0, 1).contiguous()
+    rows = y.view(batch * h, -1)[:, :length].contiguous()
+    return rows.t().contiguous().view(length, batch, h)
 
 
 class _CausalConv(torch.autograd.Function):
@@ -55,24 +85,28 @@ class _CausalConv(torch.autograd.Function):
     def forward(ctx: Any, u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # noqa: D102
         length = u.shape[0]
         n = fft_len(2 * length - 1)
-        u_f = torch.fft.rfft(u.permute(1, 2, 0), n=n)  # (N, H, n // 2 + 1)
+        u_f = torch.fft.rfft(_rows(u), n=n)  # (N, H, n // 2 + 1)
         k_f = torch.fft.rfft(k, n=n)  # (H, n // 2 + 1)
-        y = torch.fft.irfft(u_f * k_f, n=n)[..., :length]
+        y = torch.fft.irfft(u_f * k_f, n=n)
         ctx.save_for_backward(u_f, k_f)
-        ctx.length, ctx.n = length, n
-        return y.permute(2, 0, 1).contiguous()
+        ctx.n = n
+        return _time_first(y, length)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         u_f, k_f = ctx.saved_tensors
-        length, n = ctx.length, ctx.n
-        g_f = torch.fft.rfft(grad.permute(1, 2, 0), n=n)  # (N, H, n // 2 + 1)
+        n, length = ctx.n, grad.shape[0]
+        g_f = torch.fft.rfft(_rows(grad), n=n)  # (N, H, n // 2 + 1)
         grad_u = grad_k = None
         if ctx.needs_input_grad[0]:
-            g_u = torch.fft.irfft(g_f * k_f.conj(), n=n)[..., :length]
-            grad_u = g_u.permute(2, 0, 1).contiguous()
+            grad_u = _time_first(torch.fft.irfft(g_f * k_f.conj(), n=n), length)
         if ctx.needs_input_grad[1]:
-            grad_k = torch.fft.irfft((g_f * u_f.conj()).sum(0), n=n)[..., :length]
+            if grad.numel() < LARGE_CONV_NUMEL:
+                grad_k = torch.fft.irfft((g_f * u_f.conj()).sum(0), n=n)[..., :length]
+            else:  # the product would materialise conj(U), a copy of the whole spectrum:
+                # Σ_n G conj(U) = conj(Σ_n conj(G) U), conjugating G in place (its own buffer)
+                torch.view_as_real(g_f)[..., 1].neg_()
+                grad_k = torch.fft.irfft((g_f * u_f).sum(0).conj(), n=n)[..., :length]
         return grad_u, grad_k
 
 
