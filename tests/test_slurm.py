@@ -148,11 +148,14 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(
     saved_step = int(resumed)
     assert SIGNAL_AFTER_STEP <= saved_step < EPOCHS * STEPS_PER_EPOCH  # mid-training
     first, second = (_train_steps(run / "csv" / f"version_{v}" / "metrics.csv") for v in (0, 1))
-    assert min(first) == 0 and max(first) >= saved_step - 1
+    # the first process logged every step before the checkpoint's last one; that one's row can
+    # be missing: Lightning saves the checkpoint in on_train_batch_end and logs the step's
+    # metrics after the callbacks, and the signal can land in between (its training is in the
+    # checkpoint all the same)
+    assert min(first) == 0 and set(range(saved_step - 1)) <= set(first)
     # the requeued run starts at the checkpoint's step: nothing before it is trained twice,
     # nothing between it and the signal is skipped
-    assert min(second) == saved_step
-    assert sorted(set(first[:saved_step] + second)) == list(range(EPOCHS * STEPS_PER_EPOCH))
+    assert sorted(set(second)) == list(range(saved_step, EPOCHS * STEPS_PER_EPOCH))
     for r in sweep.glob("[01]_*"):
         assert (r / "results.json").is_file()
         final = torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
