@@ -127,7 +127,9 @@ def main() -> None:
         model = paper_model(name).train()
         step = make_step(model, model, args.batch, args.samples, args.bf16)
         ref_step = make_step(model, model, args.batch, args.samples, args.bf16, foreach=None)
-        other_step = make_step(model, model, args.batch, args.samples, args.bf16)
+        other_step = (
+            make_step(model, model, args.batch, args.samples, args.bf16) if other_conv else None
+        )
 
         def run_other(other_step=other_step) -> None:  # noqa: ANN001
             s4d_module.causal_conv = other_conv
