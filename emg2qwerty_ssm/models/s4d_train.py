@@ -17,8 +17,9 @@ convolution (``s4d_reference.ssm_conv`` without the ``D`` skip), with a hand-wri
   slower per element (S4_large's ``L = 325`` and ``8,300`` frames: ``675``, ``16,875``);
 * the output and ``∂u`` are contiguous time-first tensors, so the GELU, GLU, dropout and
   LayerNorm after the convolution run on one memory layout (a permuted FFT output made
-  ``gelu_backward`` take its non-vectorised path, ~9x slower per call); the FFTs run on
-  ``(N·H, L)`` rows made by 2-D transposes, which PyTorch copies faster than 3-D permutes.
+  ``gelu_backward`` take its non-vectorised path, ~9x slower per call); from
+  ``LARGE_CONV_NUMEL`` elements the FFTs' rows are made by 2-D transposes, which PyTorch
+  copies faster than 3-D permutes.
 
 ``kernel`` builds the SSM kernel from blocks of powers with its own backward (see
 ``_Kernel``) and ``stacked_kernels`` runs it once for several layers (their parameters
