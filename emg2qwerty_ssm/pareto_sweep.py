@@ -27,8 +27,10 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from typing import Any
 
 from emg2qwerty_ssm import CONFIG_DIR
 from emg2qwerty_ssm.atomic_io import atomic_write_text
+from emg2qwerty_ssm.elastic_threads import THREADS_FILE_ENV, write_budget
 from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE
 
 SWEEP = "pareto_synthetic"
@@ -180,6 +183,15 @@ def stream_commands(
     return [stream_command(by_seed[k], [k], sweep_dir, overrides) for k in sorted(by_seed)]
 
 
+def share_cores(streams: Sequence[int], cores: int) -> dict[int, int]:
+    """Thread budgets of the running ``streams``: ``cores`` split as evenly as possible (the
+    first streams get the remainder), at least one each."""
+    if not streams:
+        return {}
+    each, extra = divmod(cores, len(streams))
+    return {k: max(1, each + (i < extra)) for i, k in enumerate(streams)}
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -196,9 +208,16 @@ def run_streams(
     results.json appears; wait for all.
 
     Each stream's output goes to ``<sweep dir>/stream<k>.log``. A multirun that fails ends its
-    stream; Ctrl-C or an error here stops every stream (a rerun resumes them).
+    stream; Ctrl-C or an error here stops every stream (a rerun resumes them). The streams
+    share ``len(streams) * threads`` cores: when one ends, its cores go to the streams still
+    running (:func:`share_cores`, written to each stream's thread budget file), which a job
+    with ``elastic_threads: true`` takes (:mod:`emg2qwerty_ssm.elastic_threads`).
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    budget_dir = Path(tempfile.mkdtemp(prefix="pareto_threads_"))
+    budgets = [budget_dir / f"stream{k}" for k in range(len(streams))]
+    total_cores = len(streams) * threads
+    shared: dict[int, int] = {}
     infos: list[dict[str, Any]] = []
     queues: list[list[list[str]]] = []
     running: list[subprocess.Popen[bytes] | None] = []
@@ -213,8 +232,21 @@ def run_streams(
             return
         cmd = queues[k].pop(0)
         info["commands"].append(cmd)
+        stream_env = {**env, THREADS_FILE_ENV: str(budgets[k])}
         with open(info["log"], "ab") as log_file:
-            running[k] = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            running[k] = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, env=stream_env
+            )
+
+    def reshare() -> None:  # the cores of ended streams to the ones still running
+        live = [k for k, p in enumerate(running) if p is not None]
+        for k, n in share_cores(live, total_cores).items():
+            if shared.get(k) != n:
+                write_budget(budgets[k], n)
+                infos[k]["threads"].append([round(time.time() - start, 1), n])
+                if k in shared:
+                    print(f"stream {k}: thread budget {shared[k]} -> {n}", flush=True)
+                shared[k] = n
 
     try:
         for k, stream in enumerate(streams):
@@ -227,13 +259,16 @@ def run_streams(
                     "jobs": [f"{size}:{seed}" for size, seed in stream],
                     "commands": [],
                     "log": str(log_path),
+                    "threads": [],  # [seconds since start, thread budget]
                 }
             )
             queues.append(stream_commands(stream, sweep_dir, overrides))
             running.append(None)
             jobs_text = ",".join(infos[k]["jobs"])
             print(f"stream {k}: sizes {','.join(sizes)}, jobs {jobs_text} (log: {log_path})")
+            write_budget(budgets[k], threads)
             launch(k)
+        reshare()
         sys.stdout.flush()
         while any(p is not None for p in running):
             time.sleep(poll_s)
@@ -245,6 +280,7 @@ def run_streams(
                 else:  # the failed multirun ends its stream; the rerun resumes it
                     running[k] = None
                     infos[k].update(returncode=p.returncode, wall_s=round(time.time() - start, 1))
+            reshare()
             for j in jobs:
                 if j.dir not in seen and (j.dir / RESULTS_FILE).is_file():
                     seen.add(j.dir)
@@ -259,6 +295,7 @@ def run_streams(
             p.terminate()
         for p in live:
             p.wait()
+        shutil.rmtree(budget_dir, ignore_errors=True)
         for info, p in zip(infos, running, strict=True):
             if "returncode" not in info:
                 info.update(

@@ -54,6 +54,7 @@ _HASH_EXCLUDED = (
     "resume",
     "allow_config_change",
     "skip_finished",
+    "elastic_threads",  # set only where the thread count leaves the floats unchanged
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from emg2qwerty_ssm.elastic_threads import elastic_threads_callback
 from emg2qwerty_ssm.resume import DEFAULT_EVERY_SECONDS, AtomicCheckpointIO, LastCheckpoint
 
 __all__ = ["CHECKPOINT_DIR_NAME", "build_callbacks", "build_loggers", "build_trainer"]
@@ -38,7 +39,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Any]:
-    """Checkpointing, early stopping, LR monitor, progress bar and ``cfg.callbacks``."""
+    """Checkpointing, early stopping, LR monitor, progress bar, elastic threads and
+    ``cfg.callbacks``."""
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import (
         EarlyStopping,
@@ -90,6 +92,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[An
         callbacks.append(RichProgressBar())
     elif bar == "tqdm":
         callbacks.append(TQDMProgressBar())
+    elastic = elastic_threads_callback(cfg)  # make pareto's core handover (elastic_threads.py)
+    if elastic is not None:
+        callbacks.append(elastic)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is not None:
             log.debug("extra callback %s", name)

@@ -92,12 +92,14 @@ NEW_SPELLINGS: dict[str, tuple[str, list[str]]] = {
 #: the synthetic split name and the dataset's split directory (conf/user/synth.yaml); the
 #: front-end's kernel_sizes, which must equal strides and defaults to them; the datamodule's
 #: _target_ and the keys it now reads by interpolation (checked below); the transforms' output
-#: rate, which model.input_rate_hz (still compared) now comes from; skip_finished (how a run
-#: executes: false by default, true in the pareto sweep). Values changed on purpose are edited
+#: rate, which model.input_rate_hz (still compared) now comes from; skip_finished and
+#: elastic_threads (how a run executes: false by default, true in the pareto sweep, the latter
+#: for S4_large only). Values changed on purpose are edited
 #: in the snapshot itself: pareto_medium's optimizer.lr 3e-3 -> 1e-3 (the sweep's lr for the
 #: paper's 8-layer models, docs/benchmark.md "The front's learning rates")
 CHANGED: list[str] = [
     "skip_finished",
+    "elastic_threads",
     "synth_split",
     "transforms.output_rate_hz",
     "dataset.split_dir",

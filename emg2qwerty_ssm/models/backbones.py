@@ -15,6 +15,7 @@ from torch import nn
 
 from emg2qwerty_ssm.models.base import State, StreamingModule
 from emg2qwerty_ssm.models.cost import BlockCost, linear_cost, pool_cost, trainable_params
+from emg2qwerty_ssm.models.norms import ThreadInvariantLayerNorm
 from emg2qwerty_ssm.models.s4d import S4D, TiedDropout
 
 
@@ -57,7 +58,7 @@ class S4DBackbone(StreamingModule):
             S4D(d_model, d_state, inner, dt_min, dt_max, ssm_lr) for _ in range(n_layers)
         )
         self.dropouts = nn.ModuleList(TiedDropout(dropout) for _ in range(n_layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
+        self.norms = nn.ModuleList(ThreadInvariantLayerNorm(d_model) for _ in range(n_layers))
         self.decoder = nn.Linear(d_model, d_output)
         self.end_pools = pools
         self.stride = math.prod(pools)

@@ -17,6 +17,7 @@ from torch import nn
 from emg2qwerty_ssm.models import s4d_reference as ref
 from emg2qwerty_ssm.models.base import StreamingModule
 from emg2qwerty_ssm.models.cost import BlockCost, linear_cost, pool_cost, trainable_params
+from emg2qwerty_ssm.models.norms import ThreadInvariantLayerNorm
 
 
 class SparseReLU(nn.Module):
@@ -61,7 +62,7 @@ class _FeatureNorm(nn.Module):
     def __init__(self, kind: str, features: int) -> None:
         super().__init__()
         if kind == "layernorm":
-            self.norm: nn.Module = nn.LayerNorm(features)
+            self.norm: nn.Module = ThreadInvariantLayerNorm(features)
         elif kind == "batchnorm":
             self.norm = nn.BatchNorm1d(features)
         elif kind in ("none", None):
