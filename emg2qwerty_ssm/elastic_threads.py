@@ -77,11 +77,11 @@ class ElasticThreads(Callback):
         self.start_threads = torch.get_num_threads()
         self._follow()
 
-    def on_train_batch_start(self, *args: Any) -> None:  # noqa: D102
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:  # noqa: D102
         if time.monotonic() - self._last_poll >= self.poll_s:
             self._follow()
 
-    def teardown(self, *args: Any) -> None:  # noqa: D102
+    def teardown(self, trainer: Any, pl_module: Any, stage: str | None = None) -> None:  # noqa: D102
         if torch.get_num_threads() != self.start_threads:
             torch.set_num_threads(self.start_threads)
 

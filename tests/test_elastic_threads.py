@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_helpers import compose_cfg
+from trainer_helpers import cache_dir, compose_cfg
 
 from emg2qwerty_ssm import pareto_sweep
 from emg2qwerty_ssm.elastic_threads import (
@@ -22,6 +22,7 @@ from emg2qwerty_ssm.elastic_threads import (
 )
 from emg2qwerty_ssm.pareto_sweep import share_cores
 from emg2qwerty_ssm.results import config_hash
+from emg2qwerty_ssm.train import train
 from emg2qwerty_ssm.trainer_setup import build_callbacks
 
 
@@ -63,7 +64,7 @@ def test_callback_follows_the_budget_and_restores_the_start_count(
     write_budget(path, 2)
     cb.on_train_batch_start(None, None, None, 2)
     assert torch.get_num_threads() == 2
-    cb.teardown(None, None, "fit")
+    cb.teardown(None, None, stage="fit")  # as Lightning calls it
     assert torch.get_num_threads() == 1
 
 
@@ -135,3 +136,27 @@ def test_runner_hands_an_ended_streams_core_to_the_running_one(
     assert seen.read_text() == "1,2"
     assert [n for _, n in infos[1]["threads"]] == [1, 2]
     assert [n for _, n in infos[0]["threads"]] == [1]
+
+
+def test_a_training_run_takes_the_budget_and_gives_it_back(
+    tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch, restore_threads, caplog
+) -> None:
+    """The whole trainer (Lightning calls the hooks): the tiny sweep job with
+    ``elastic_threads=true`` trains at the budget's two threads and ends at its own one."""
+    torch.set_num_threads(1)
+    budget = tmp_path / "stream0"
+    write_budget(budget, 2)
+    monkeypatch.setenv(THREADS_FILE_ENV, str(budget))
+    tiny = ["debug=smoke", "dataset=synthetic_tiny", "trainer.max_epochs=1", "batch_size=4",
+            "trainer.check_val_every_n_epoch=1", "datamodule.window_length=2000",
+            "datamodule.padding=[400,100]", "evaluation.splits=[val]"]  # fmt: skip
+    cfg = compose_cfg(
+        ["+sweep=pareto_synthetic", "sweep/pareto_size=xxs", "elastic_threads=true", *tiny],
+        run_dir=tmp_path / "run",
+        cache=cache_dir(tmp_path_factory),
+    )
+    with caplog.at_level("INFO", logger="emg2qwerty_ssm.elastic_threads"):
+        results = train(cfg)
+    assert "CPU threads 1 -> 2 (budget stream0)" in caplog.text
+    assert (tmp_path / "run" / "results.json").is_file() and results["metrics"]
+    assert torch.get_num_threads() == 1
