@@ -11,11 +11,14 @@ finishes before any seed 1 of that stream)::
 
 The streams are balanced on the expected seconds of their unfinished jobs (the longest job
 first, each to the least loaded stream): job by job, not size by size, since one S4_large job
-costs as much as all other sizes of its seed together. Jobs are named ``<model>_seed<k>`` and
-the sweep sets ``skip_finished=true``, so running the same command again skips the finished
-jobs and resumes a killed one from its ``last.ckpt``. When every stream has ended, every job
-must hold a complete ``results.json`` of its config; the front (mean +- sd over the seeds,
-:mod:`emg2qwerty_ssm.pareto`) is then drawn from exactly these jobs::
+costs as much as all other sizes of its seed together. When a stream has run all its jobs, its
+core goes to the streams still running (a thread budget file per stream; a job with
+``elastic_threads: true``, S4_large, takes it: :mod:`emg2qwerty_ssm.elastic_threads`). Jobs
+are named ``<model>_seed<k>`` and the sweep sets ``skip_finished=true``, so running the same
+command again skips the finished jobs and resumes a killed one from its ``last.ckpt``. When
+every stream has ended, every job must hold a complete ``results.json`` of its config; the
+front (mean +- sd over the seeds, :mod:`emg2qwerty_ssm.pareto`) is then drawn from exactly
+these jobs::
 
     python scripts/run_pareto.py --seeds 0,1,2 --parallel 2 --sweep-dir multirun/pareto_synthetic
     python scripts/run_pareto.py --sizes xxs,m trainer.max_epochs=20   # extra job overrides
@@ -44,6 +47,8 @@ from emg2qwerty_ssm.results import FAILED_FILE, RESULTS_FILE
 
 SWEEP = "pareto_synthetic"
 SWEEP_FILE = CONFIG_DIR.parent / "sweeps" / f"{SWEEP}.yaml"
+#: the runner's record in the sweep dir: the last run's streams, and ``earlier`` runs
+RUN_RECORD = "run_pareto.json"
 #: seconds of one 40-epoch job per size with OMP_NUM_THREADS=1 on the 2-core machine, two or
 #: three jobs at a time (README "accuracy vs compute"); only the streams' balance depends on
 #: them. A size's finished runs in the sweep dir (their wall_time_s) replace these; a size in
@@ -325,6 +330,19 @@ def check_jobs(jobs: Sequence[Job]) -> list[str]:
     return problems
 
 
+def _earlier_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs an existing run record holds (a resumed sweep keeps the record of the runs
+    before it: their streams, thread budgets and wall times), oldest first; [] if none."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict) or "streams" not in old:
+        return []
+    earlier = old.pop("earlier", [])
+    return [*(earlier if isinstance(earlier, list) else []), old]
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -375,8 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {
             "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "streams": ran,
+            "earlier": _earlier_runs(sweep_dir / RUN_RECORD),
         }
-        atomic_write_text(sweep_dir / "run_pareto.json", json.dumps(record, indent=1) + "\n")
+        atomic_write_text(sweep_dir / RUN_RECORD, json.dumps(record, indent=1) + "\n")
         print(f"streams ended after {_minutes(max(s['wall_s'] for s in ran))}", flush=True)
     problems = [
         f"stream {s['stream']} ({','.join(s['sizes'])}) exited with {s['returncode']}; "

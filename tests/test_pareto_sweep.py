@@ -160,7 +160,10 @@ def test_make_pareto_runs_two_streams_resumes_a_killed_job_and_skips_finished(
     assert "resuming from" not in (xs / "train.log").read_text()
     results = {d.name: json.loads((d / "results.json").read_text()) for d in (xxs, xs)}
     assert {r["config"]["seed"] for r in results.values()} == {0}
-    runs = json.loads((sweep / "run_pareto.json").read_text())["streams"]
+    record = json.loads((sweep / "run_pareto.json").read_text())
+    runs = record["streams"]
+    # the killed run's record is kept under "earlier"
+    assert [[s["returncode"] for s in r["streams"]] for r in record["earlier"]] == [[-9]]
     assert sorted(s for r in runs for s in r["sizes"]) == ["xs", "xxs"]
     assert [r["returncode"] for r in runs] == [0, 0]
     table = json.loads((tmp_path / "fig" / "front.json").read_text())
