@@ -271,9 +271,10 @@ def run_streams(
             running.append(None)
             jobs_text = ",".join(infos[k]["jobs"])
             print(f"stream {k}: sizes {','.join(sizes)}, jobs {jobs_text} (log: {log_path})")
-            write_budget(budgets[k], threads)
+            write_budget(budgets[k], threads)  # before the job starts and reads it
+            shared[k] = threads
+            infos[k]["threads"].append([0.0, threads])
             launch(k)
-        reshare()
         sys.stdout.flush()
         while any(p is not None for p in running):
             time.sleep(poll_s)
